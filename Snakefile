@@ -1,0 +1,72 @@
+# saeflow: content-addressed Snakemake workflow for sparse-dictionary experiments.
+# Keys (and so output paths) are computed here at parse time by saeflow.plan; see README and
+# ../shared/spec/architecture.md. Rules live in rules/*.smk and stay thin.
+import os
+import sys
+from pathlib import Path
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+# Jobs import the library from this checkout (not an installed copy), so keys and code agree.
+os.environ["PYTHONPATH"] = os.pathsep.join([SRC] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+
+from saeflow.config import check_semantics
+from saeflow.plan import build_plan
+
+# A --configfile replaces the embedded default instead of being merged into it.
+if not workflow.overwrite_configfiles:
+    workflow.configfile(str(Path(workflow.basedir) / "config" / "config.yaml"))
+
+validate(config, str(Path(workflow.basedir) / "config" / "schema.yaml"))
+check_semantics(config)
+PLAN = build_plan(config, workflow.basedir)
+STORE = PLAN.store
+LOGS = str(Path(STORE).parent / "logs")
+BENCH = str(Path(STORE).parent / "benchmarks")
+FIGURES = config.get("figures_dir", "figures")
+KEY = "[0-9a-f]{20}"
+
+
+def node_of(wildcards):
+    return PLAN[wildcards.key].to_dict()
+
+
+def upstream_of(wildcards):
+    return PLAN.input_paths(wildcards.key)
+
+
+def res(name):
+    """A resource of the job's node, scaled by `attempt` so retries ask for more."""
+    scale = name in ("mem_mb", "runtime")
+    return lambda wildcards, attempt: PLAN[wildcards.key].resources[name] * (attempt if scale else 1)
+
+
+def threads_of(wildcards):
+    return PLAN[wildcards.key].resources["threads"]
+
+
+wildcard_constraints:
+    key=KEY,
+
+
+include: "rules/corpus.smk"
+include: "rules/model.smk"
+include: "rules/activations.smk"
+include: "rules/dictionary.smk"
+include: "rules/evals.smk"
+include: "rules/figures.smk"
+
+
+localrules:
+    all,
+    export_figure,
+
+
+rule all:
+    input:
+        list(PLAN.exports),
+    default_target: True

@@ -1,0 +1,21 @@
+# Activation cache: one forward per batch, every site of the preset, sharded safetensors.
+
+
+rule cache_activations:
+    input:
+        unpack(upstream_of),
+    output:
+        directory(f"{STORE}/cache/{{key}}"),
+    params:
+        node=node_of,
+    log:
+        f"{LOGS}/cache/{{key}}.log",
+    benchmark:
+        f"{BENCH}/cache/{{key}}.tsv"
+    threads: threads_of
+    resources:
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+        gpu=res("gpu"),
+    script:
+        "../workflow/scripts/cache_activations.py"

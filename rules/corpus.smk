@@ -1,0 +1,37 @@
+# Raw inputs -> documents -> tokenised windows.
+
+
+rule corpus:
+    output:
+        directory(f"{STORE}/corpus/{{key}}"),
+    params:
+        node=node_of,
+    log:
+        f"{LOGS}/corpus/{{key}}.log",
+    benchmark:
+        f"{BENCH}/corpus/{{key}}.tsv"
+    threads: threads_of
+    resources:
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+    script:
+        "../workflow/scripts/corpus.py"
+
+
+rule windows:
+    input:
+        unpack(upstream_of),
+    output:
+        directory(f"{STORE}/windows/{{key}}"),
+    params:
+        node=node_of,
+    log:
+        f"{LOGS}/windows/{{key}}.log",
+    benchmark:
+        f"{BENCH}/windows/{{key}}.tsv"
+    threads: threads_of
+    resources:
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+    script:
+        "../workflow/scripts/windows.py"

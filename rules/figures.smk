@@ -1,0 +1,41 @@
+# Figures: a keyed artefact holds each figure; export copies it to a fixed human path.
+
+
+rule recon_summary:
+    input:
+        unpack(upstream_of),
+    output:
+        directory(f"{STORE}/recon_summary/{{key}}"),
+    params:
+        node=node_of,
+    log:
+        f"{LOGS}/recon_summary/{{key}}.log",
+    benchmark:
+        f"{BENCH}/recon_summary/{{key}}.tsv"
+    threads: threads_of
+    resources:
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+    script:
+        "../workflow/scripts/recon_summary.py"
+
+
+rule export_figure:
+    input:
+        lambda wildcards: PLAN.exports[f"{FIGURES}/{wildcards.name}"][0],
+    output:
+        f"{FIGURES}/{{name}}",
+    log:
+        f"{LOGS}/export/{{name}}.log",
+    benchmark:
+        f"{BENCH}/export/{{name}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=100,
+        runtime=5,
+    wildcard_constraints:
+        name=r"[A-Za-z0-9_.-]+\.png",
+    params:
+        file=lambda wildcards: PLAN.exports[f"{FIGURES}/{wildcards.name}"][1],
+    shell:
+        "(cp {input:q}/{params.file:q} {output:q}.tmp && mv {output:q}.tmp {output:q}) > {log:q} 2>&1"

@@ -1,0 +1,170 @@
+"""Activation caching and streaming.
+
+Layout of a cache artefact:
+
+    <site>/shard_00000.safetensors     tensor "x": [n_tokens, d] in the configured dtype
+    <site>/index.json                  shard names and token counts
+    stats.json                         per site: n_tokens, d, mean (vector), mean squared norm, mean norm
+
+One forward per batch captures every requested site and stops after the deepest layer needed. Rows
+are (window, position) pairs in window-major order with BOS positions left out, identical across
+sites, so an MLP-input shard and its MLP-output shard are row-aligned. Memory is bounded by one shard
+per site, whatever the corpus size.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+DTYPES = ("float16", "bfloat16", "float32")
+
+
+def site_layer(site: str) -> int:
+    m = re.match(r"blocks\.(\d+)\.", site)
+    if not m:
+        raise ValueError(f"site {site!r} is not a TransformerLens block hook (blocks.<L>.<hook>)")
+    return int(m.group(1))
+
+
+class _SiteWriter:
+    def __init__(self, root: Path, site: str, dtype, shard_tokens: int):
+        self.dir = root / site
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dtype, self.shard_tokens = dtype, shard_tokens
+        self.buf: list = []
+        self.n_buf = 0
+        self.shards: list[dict] = []
+        self.sum = None
+        self.sq_norm = 0.0
+        self.norm = 0.0
+        self.n = 0
+
+    def add(self, x) -> None:
+        x64 = x.double()
+        self.sum = x64.sum(0) if self.sum is None else self.sum + x64.sum(0)
+        norms = x64.norm(dim=-1)
+        self.sq_norm += float((norms ** 2).sum())
+        self.norm += float(norms.sum())
+        self.n += x.shape[0]
+        self.buf.append(x.to(self.dtype))
+        self.n_buf += x.shape[0]
+        while self.n_buf >= self.shard_tokens:
+            self._flush(self.shard_tokens)
+
+    def _flush(self, n: int) -> None:
+        import torch
+        from safetensors.torch import save_file
+
+        allx = torch.cat(self.buf)
+        out, rest = allx[:n], allx[n:]
+        name = f"shard_{len(self.shards):05d}.safetensors"
+        save_file({"x": out.contiguous()}, str(self.dir / name))
+        self.shards.append({"file": name, "n_tokens": int(out.shape[0])})
+        self.buf, self.n_buf = ([rest] if rest.shape[0] else []), int(rest.shape[0])
+
+    def close(self) -> dict:
+        if self.n_buf:
+            self._flush(self.n_buf)
+        (self.dir / "index.json").write_text(json.dumps({"shards": self.shards}, indent=1))
+        mean = (self.sum / self.n).tolist()
+        return {"n_tokens": self.n, "d": len(mean), "mean": mean, "mean_sq_norm": self.sq_norm / self.n,
+                "mean_norm": self.norm / self.n}
+
+
+def cache_activations(model, tokens: np.ndarray, sites: list[str], out_dir: Path, dtype: str = "float16",
+                      shard_tokens: int = 65536, batch_size: int = 32, exclude_bos: bool = True,
+                      progress: bool = True) -> dict:
+    """Run the model over `tokens` [n, T] once per batch and write every site's activations.
+
+    Returns the per-site statistics also written to `stats.json`.
+    """
+    import torch
+    from tqdm import tqdm
+
+    if dtype not in DTYPES:
+        raise ValueError(f"cache dtype {dtype!r}; allowed values: {', '.join(DTYPES)}")
+    if not sites:
+        raise ValueError("sites: at least one hook site is required")
+    out_dir = Path(out_dir)
+    stop = max(site_layer(s) for s in sites) + 1
+    writers = {s: _SiteWriter(out_dir, s, getattr(torch, dtype), shard_tokens) for s in sites}
+    captured: dict = {}
+
+    def hook(act, hook):
+        captured[hook.name] = act.detach()
+
+    first = 1 if exclude_bos else 0
+    t = torch.as_tensor(tokens, dtype=torch.long)
+    with torch.no_grad():
+        for i in tqdm(range(0, len(t), batch_size), desc="cache", disable=not progress, mininterval=5):
+            captured.clear()
+            model.run_with_hooks(t[i: i + batch_size], stop_at_layer=stop, return_type=None,
+                                 fwd_hooks=[(s, hook) for s in sites])
+            for s, w in writers.items():
+                a = captured[s][:, first:]
+                w.add(a.reshape(-1, a.shape[-1]).float())
+    stats = {s: w.close() for s, w in writers.items()}
+    (out_dir / "stats.json").write_text(json.dumps(stats))
+    return stats
+
+
+def read_index(cache_dir: Path, site: str) -> list[dict]:
+    path = Path(cache_dir) / site / "index.json"
+    if not path.is_file():
+        available = sorted(p.name for p in Path(cache_dir).iterdir() if p.is_dir())
+        raise ValueError(f"site {site!r} is not in cache {cache_dir}; available: {', '.join(available)}")
+    return json.loads(path.read_text())["shards"]
+
+
+def batch_stream(cache_dir: Path, site_in: str, site_out: str | None, batch_size: int, seed: int,
+                 max_tokens: int | None = None) -> Callable[[], Iterator]:
+    """A factory of iterators over float32 (x, y) batches (y None without `site_out`).
+
+    Each call starts a new epoch: shard order and rows within a shard are shuffled with a seed that
+    advances per epoch; x and y rows stay aligned. Only one shard per site is in memory at a time.
+    With `max_tokens`, only the first rows (in cache order) are used, e.g. to hold out a check batch.
+    """
+    import torch
+    from safetensors.torch import load_file
+
+    cache_dir = Path(cache_dir)
+    shards = read_index(cache_dir, site_in)
+    if site_out is not None and [s["n_tokens"] for s in read_index(cache_dir, site_out)] != [s["n_tokens"] for s in shards]:
+        raise ValueError(f"sites {site_in} and {site_out} are not row-aligned in {cache_dir}")
+    epoch = [0]
+
+    def load(site, name):
+        return load_file(str(cache_dir / site / name))["x"].float()
+
+    def gen():
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch[0])
+        epoch[0] += 1
+        for j in torch.randperm(len(shards), generator=g).tolist():
+            x = load(site_in, shards[j]["file"])
+            y = load(site_out, shards[j]["file"]) if site_out else None
+            perm = torch.randperm(x.shape[0], generator=g)
+            for i in range(0, x.shape[0] - batch_size + 1, batch_size):
+                idx = perm[i: i + batch_size]
+                yield x[idx], (y[idx] if y is not None else None)
+
+    return gen
+
+
+def first_rows(cache_dir: Path, site: str, n: int):
+    """The first `n` cached rows of a site (float32), read shard by shard."""
+    import torch
+    from safetensors.torch import load_file
+
+    out, have = [], 0
+    for s in read_index(cache_dir, site):
+        x = load_file(str(Path(cache_dir) / site / s["file"]))["x"].float()
+        out.append(x[: n - have])
+        have += out[-1].shape[0]
+        if have >= n:
+            break
+    return torch.cat(out)

@@ -1,0 +1,105 @@
+"""Configuration: schema validation with defaults, then semantic checks.
+
+`validate(config)` fills defaults from `config/schema.yaml` and raises `ConfigError` on the first
+problem, with a message that names the key (as a dotted path) and the allowed values. The Snakefile
+runs Snakemake's own `snakemake.utils.validate` against the same schema first, then `check_semantics`,
+so a bad config fails before any job is scheduled.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+
+# Hook sites a dictionary kind reads from; transcoders map the MLP input to the MLP output.
+TRANSCODER_KINDS = ("sparsify-skip-transcoder",)
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message names the key and what is allowed."""
+
+
+def load_schema(path: Path | None = None) -> dict:
+    return yaml.safe_load(Path(path or SCHEMA_PATH).read_text())
+
+
+def _with_defaults(validator_cls):
+    """A jsonschema validator class that also fills `default`s (as snakemake.utils.validate does)."""
+    import jsonschema
+
+    validate_properties = validator_cls.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if isinstance(sub, dict) and "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_cls, {"properties": set_defaults})
+
+
+def _describe(error) -> str:
+    path = ".".join(str(p) for p in error.absolute_path) or "<top level>"
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    allowed = ""
+    if error.validator == "enum":
+        allowed = f"; allowed values: {', '.join(map(str, error.validator_value))}"
+    elif error.validator == "additionalProperties" and isinstance(schema.get("properties"), dict):
+        allowed = f"; allowed keys: {', '.join(sorted(schema['properties']))}"
+    elif error.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern", "type"):
+        allowed = f"; required: {error.validator} {error.validator_value!r}"
+    return f"config key '{path}': {error.message}{allowed}"
+
+
+def validate(config: dict, schema: dict | None = None) -> dict:
+    """Validate in place (defaults filled) and run the semantic checks; returns the config."""
+    import jsonschema
+
+    schema = schema or load_schema()
+    cls = _with_defaults(jsonschema.validators.validator_for(schema))
+    errors = sorted(cls(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        # `best_match` picks the most specific of the errors inside allOf/if branches.
+        raise ConfigError(_describe(jsonschema.exceptions.best_match(errors)))
+    # Defaults of entries inside `if/then` branches are only filled once their branch validated;
+    # a second pass fills those that depend on fields defaulted by the first.
+    cls(schema).validate(config)
+    check_semantics(config)
+    return config
+
+
+def _require(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"config key '{key}': {msg}")
+
+
+def check_semantics(config: dict) -> None:
+    """Cross-field checks the schema cannot express."""
+    datasets = config["datasets"]
+    dicts = config["dictionaries"]
+    for pname, preset in config["presets"].items():
+        model = preset["model"]
+        n_layers = model.get("n_layers", 4)
+        d_model = model.get("d_model", 128)
+        _require(model["train_dataset"] in datasets, f"presets.{pname}.model.train_dataset",
+                 f"unknown dataset {model['train_dataset']!r}; allowed values: {', '.join(datasets)}")
+        for layer in preset["layers"]:
+            _require(0 <= layer < n_layers, f"presets.{pname}.layers",
+                     f"layer {layer} is outside the model; allowed values: 0..{n_layers - 1}")
+        for ds in preset["datasets"]:
+            _require(ds in datasets, f"presets.{pname}.datasets",
+                     f"unknown dataset {ds!r}; allowed values: {', '.join(datasets)}")
+        _require(d_model % model.get("n_heads", 4) == 0, f"presets.{pname}.model.n_heads",
+                 f"must divide d_model={d_model}")
+        for dname in preset["dictionaries"]:
+            _require(dname in dicts, f"presets.{pname}.dictionaries",
+                     f"unknown dictionary {dname!r}; allowed values: {', '.join(dicts)}")
+            spec = dicts[dname]
+            d_sae = spec.get("expansion", 8) * d_model
+            _require(spec["k"] < d_sae, f"dictionaries.{dname}.k",
+                     f"k={spec['k']} must be < d_sae={d_sae} (expansion x d_model of preset {pname})")

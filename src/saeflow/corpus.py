@@ -1,0 +1,403 @@
+"""Corpora as lists of `Document`s, and the token windows the models read.
+
+Three sources:
+- `stdlib_documents`: real Python code from the running interpreter's standard library (offline);
+- `synthetic_documents`: pseudo-word text with planted structure, a ground truth for locality metrics;
+- `load_hf_documents`: the Parquet files of a Hugging Face dataset split, pinned by revision.
+
+Each source has an identity function (a sha256 hex string) that the workflow uses as a cache key; they are
+cheap enough to call while the Snakefile is parsed. Heavy libraries are imported inside functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pathlib
+import re
+import sysconfig
+import tokenize
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "Document",
+    "stdlib_files",
+    "stdlib_identity",
+    "stdlib_documents",
+    "synthetic_documents",
+    "synthetic_word_kinds",
+    "load_hf_documents",
+    "hf_identity",
+    "split_documents",
+    "cut_windows",
+]
+
+
+@dataclass(frozen=True)
+class Document:
+    """One document. `label` is a planted label where one exists, else -1."""
+
+    doc_id: int
+    source: str
+    text: str
+    label: int = -1
+
+
+# ---------------------------------------------------------------------------------------------- stdlib
+
+_TEST_DIRS = {"test", "tests", "idle_test"}
+
+
+def _stdlib_root() -> pathlib.Path:
+    return pathlib.Path(sysconfig.get_paths()["stdlib"])
+
+
+def _stdlib_names(root: pathlib.Path) -> list[str]:
+    """Names accepted by `stdlib_files`: top-level packages (with __init__.py) and single modules."""
+    names = []
+    for entry in os.scandir(root):
+        if entry.name in _TEST_DIRS:
+            continue
+        if entry.is_dir() and os.path.isfile(os.path.join(entry.path, "__init__.py")):
+            names.append(entry.name)
+        elif entry.is_file() and entry.name.endswith(".py"):
+            names.append(entry.name[:-3])
+    return sorted(names)
+
+
+def stdlib_files(
+    packages: list[str], max_files: int | None = None, max_bytes: int = 200_000
+) -> list[tuple[str, pathlib.Path]]:
+    """The standard-library `.py` files of `packages`, as (relative posix path, absolute path) pairs.
+
+    A name is a top-level package ("json", "email") or a single module ("argparse" -> argparse.py) of
+    `sysconfig.get_paths()["stdlib"]`. Packages come in the order given; within a package, files are sorted
+    by relative path, test directories (test/, tests/, idle_test/) and files larger than `max_bytes` are
+    skipped, and with `max_files` only the first `max_files` are kept. Unknown names raise ValueError.
+    """
+    if isinstance(packages, str) or not packages or len(set(packages)) != len(packages):
+        raise ValueError(f"packages must be a non-empty list of distinct names, got {packages!r}")
+    if max_files is not None and max_files < 1:
+        raise ValueError(f"max_files must be None or >= 1, got {max_files!r}")
+    root = _stdlib_root()
+    allowed = _stdlib_names(root)
+    out: list[tuple[str, pathlib.Path]] = []
+    for name in packages:
+        if name not in allowed:
+            public = [a for a in allowed if not a.startswith("_")]
+            raise ValueError(
+                f"packages: unknown standard-library package or module {name!r}; allowed names are the "
+                f"top-level packages and modules of {root}, e.g. {', '.join(public[:30])}, ..."
+            )
+        if (root / name).is_dir():
+            found = []
+            for dirpath, dirnames, filenames in os.walk(root / name):
+                dirnames[:] = [d for d in dirnames if d not in _TEST_DIRS and d != "__pycache__"]
+                found += [pathlib.Path(dirpath, f) for f in filenames if f.endswith(".py")]
+        else:
+            found = [root / f"{name}.py"]
+        rel = sorted((p.relative_to(root).as_posix(), p) for p in found if p.stat().st_size <= max_bytes)
+        out += rel[:max_files] if max_files is not None else rel
+    return out
+
+
+def stdlib_identity(packages: list[str], max_files: int | None = None, max_bytes: int = 200_000) -> str:
+    """sha256 hex over (relative path, bytes) of exactly the files `stdlib_documents` would read."""
+    h = hashlib.sha256(b"saeflow.stdlib.v1\0")
+    for rel, path in stdlib_files(packages, max_files, max_bytes):
+        data = path.read_bytes()
+        # Length prefixes make the byte stream unambiguous (no path/content boundary confusion).
+        h.update(f"{len(rel)}:{rel}:{len(data)}:".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+def _decode_source(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:  # a PEP 263 coding cookie names another encoding
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+        return data.decode(encoding)
+
+
+def stdlib_documents(
+    packages: list[str], max_files: int | None = None, max_bytes: int = 200_000
+) -> list[Document]:
+    """One Document per file of `stdlib_files`; source = relative path, label = index in `packages`."""
+    docs = []
+    for rel, path in stdlib_files(packages, max_files, max_bytes):
+        top = rel.split("/", 1)[0].removesuffix(".py")
+        docs.append(Document(len(docs), rel, _decode_source(path.read_bytes()), packages.index(top)))
+    return docs
+
+
+# ------------------------------------------------------------------------------------------- synthetic
+
+_LETTERS = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+
+
+def _pseudo_words(n: int, rng: np.random.Generator) -> list[str]:
+    """`n` distinct lowercase words of one common length k (so none is a prefix of another).
+
+    k is the smallest length with 26**k >= n, i.e. 2 letters for up to 676 words. Two-letter words are what
+    makes every word a single BPE token cheaply: the merges needed are one per leading letter (" a") plus
+    one per word, so vocab_size >= n_words + 259 + 26 (bytes, special tokens, leading-letter merges) is
+    enough; a longer k needs more intermediate merges.
+    """
+    k = 1
+    while 26**k < n:
+        k += 1
+    codes = rng.choice(26**k, size=n, replace=False)
+    digits = (codes[:, None] // 26 ** np.arange(k - 1, -1, -1)) % 26
+    return ["".join(row) for row in _LETTERS[digits]]
+
+
+def synthetic_documents(
+    n_docs: int,
+    doc_len: int,
+    seed: int,
+    lag: int = 4,
+    n_topics: int = 4,
+    n_filler: int = 256,
+    n_topic_words: int = 32,
+    p_lag: float = 0.15,
+    p_topic: float = 0.15,
+) -> tuple[list[Document], dict]:
+    """A corpus of pseudo-word documents with planted structure; fully determined by the arguments.
+
+    Every document has `doc_len` words, each written with one leading space (text = " w1 w2 ..."), so a
+    byte-level BPE sees every word as the same pre-token " word" and each word can become one token. The
+    document's hidden topic z is uniform in [0, n_topics) and is its label. Each position independently is
+      - "echo" with probability p_lag: the word is ECHO[w_{t-lag}], where ECHO maps filler word i to echo
+        word i, i.e. fully determined by the single word `lag` positions back; when t < lag or w_{t-lag}
+        is not a filler word, a filler word is emitted instead;
+      - "topic" with probability p_topic: a uniform word of topic z's own set (identifiable only from the
+        whole document);
+      - "filler" otherwise: a uniform filler word.
+    Filler, echo and topic words are disjoint sets, so `synthetic_word_kinds` recovers each position's kind.
+    Words are 2 letters while there are at most 676 of them; a BPE from `saeflow.tokenizer.train_bpe` then
+    learns each as one token given vocab_size >= n_words + 300 and enough text that every word, including
+    the rarer echo words, occurs min_frequency times.
+    Returns (documents, meta); meta is JSON-serialisable: all parameters plus
+    meta["words"] = {"filler": [...], "echo": [...] (echo[i] = ECHO[filler[i]]), "topic": [[...], ...]}.
+    """
+    sizes = dict(n_docs=n_docs, doc_len=doc_len, lag=lag, n_topics=n_topics, n_filler=n_filler,
+                  n_topic_words=n_topic_words)
+    for name, value in sizes.items():
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if not (0 <= p_lag and 0 <= p_topic and p_lag + p_topic <= 1):
+        raise ValueError(f"p_lag and p_topic must be >= 0 with p_lag + p_topic <= 1, got {p_lag!r}, {p_topic!r}")
+    rng = np.random.default_rng(seed)
+    words = _pseudo_words(2 * n_filler + n_topics * n_topic_words, rng)
+    # Word ids: [0, F) filler, [F, 2F) echo (echo id = filler id + F), then topic z's words in a block.
+    F, K = n_filler, n_topic_words
+    topics = rng.integers(n_topics, size=n_docs)
+    u = rng.random((n_docs, doc_len))
+    filler = rng.integers(F, size=(n_docs, doc_len))
+    topical = 2 * F + topics[:, None] * K + rng.integers(K, size=(n_docs, doc_len))
+    ids = np.where((u >= p_lag) & (u < p_lag + p_topic), topical, filler)
+    echo = u < p_lag
+    # Sequential in t (vectorised over documents) because an echo depends on the final word at t - lag.
+    for t in range(lag, doc_len):
+        src = ids[:, t - lag]
+        hit = echo[:, t] & (src < F)
+        ids[hit, t] = src[hit] + F
+    vocab = np.array(words, dtype=object)
+    docs = [
+        Document(i, f"synthetic/{i}", "".join(" " + w for w in vocab[row]), int(topics[i]))
+        for i, row in enumerate(ids)
+    ]
+    meta = {
+        "generator": "saeflow.synthetic.v1",
+        **{name: int(value) for name, value in sizes.items()},
+        "seed": int(seed), "p_lag": float(p_lag), "p_topic": float(p_topic),
+        "words": {
+            "filler": words[:F],
+            "echo": words[F:2 * F],
+            "topic": [words[2 * F + z * K : 2 * F + (z + 1) * K] for z in range(n_topics)],
+        },
+    }
+    return docs, meta
+
+
+def synthetic_word_kinds(doc: Document, meta: dict) -> list[str]:
+    """The kind of each word of a synthetic document: "filler", "echo" or "topic" (from word identity)."""
+    kind = {w: "filler" for w in meta["words"]["filler"]}
+    kind.update({w: "echo" for w in meta["words"]["echo"]})
+    kind.update({w: "topic" for ws in meta["words"]["topic"] for w in ws})
+    try:
+        return [kind[w] for w in doc.text.split()]
+    except KeyError as e:
+        raise ValueError(f"doc: word {e.args[0]!r} is not a word of this synthetic corpus (meta)") from None
+
+
+# ------------------------------------------------------------------------------------------ Hugging Face
+
+_FLOATING_REVISIONS = {"main", "master", "head"}
+
+
+def _check_revision(revision) -> None:
+    # A branch name moves; only a commit sha or tag makes the cache key mean the same data tomorrow.
+    if not isinstance(revision, str) or not revision.strip() or revision.lower() in _FLOATING_REVISIONS:
+        raise ValueError(
+            f"revision must be a pinned commit sha or tag (a non-empty string, not a branch such as 'main'), "
+            f"got {revision!r}"
+        )
+
+
+def hf_identity(repo: str, revision: str, split: str, config: str | None = None) -> str:
+    """sha256 hex of the canonical JSON of (repo, revision, config, split); `revision` must be pinned."""
+    _check_revision(revision)
+    if not repo or not split:
+        raise ValueError(f"repo and split must be non-empty strings, got {repo!r}, {split!r}")
+    key = {"kind": "hf", "repo": repo, "revision": revision, "config": config, "split": split}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _split_of(rel: str) -> tuple[str, str]:
+    """(config prefix, split name) a Parquet path names: "cfg/train-00000-of-00001.parquet" -> ("cfg",
+    "train"); "cfg/train/0000.parquet" -> ("cfg", "train"); "data/..." is the default config ("")."""
+    parts = rel.split("/")
+    # Shard suffixes as the hub writes them: "-00000-of-00001", "-0000", or none.
+    stem = re.fullmatch(r"(.*?)(-\d+(-of-\d+)?)?\.parquet", parts[-1]).group(1)
+    if stem.isdigit() and len(parts) >= 2:  # "train/0000.parquet": the directory names the split
+        prefix, split = parts[:-2], parts[-2]
+    else:
+        prefix, split = parts[:-1], stem
+    if prefix and prefix[-1] == "data":
+        prefix = prefix[:-1]
+    return "/".join(prefix), split
+
+
+def load_hf_documents(
+    repo: str,
+    revision: str,
+    split: str,
+    text_column: str = "text",
+    label_column: str | None = None,
+    local_dir: str | None = None,
+    max_docs: int | None = None,
+    config: str | None = None,
+) -> list[Document]:
+    """Documents of one split of a Hugging Face dataset stored as Parquet files.
+
+    With `local_dir` None, the Parquet files of `repo` at the pinned `revision` are fetched with
+    `huggingface_hub.snapshot_download(repo_type="dataset")`; otherwise they are read from `local_dir`
+    (no network). A file belongs to `split` when its name is the split plus a shard suffix
+    ("train-00000-of-00001.parquet", "train_sft-0000.parquet", "train.parquet") or its directory is named
+    after it ("train/0000.parquet"). `config` selects the folder above that where a repository holds several
+    ("wikitext-2-raw-v1/test-....parquet"; "" means files under data/ or at the top) and is required when
+    the split's files span more than one. Files are read in path order, rows in file order; rows whose text is empty or only
+    whitespace are skipped. source = "<relative path>:<row>", label = int(label_column) or -1.
+    Missing columns, splits or configs raise ValueError naming what is available.
+    """
+    import pyarrow.parquet as pq
+
+    _check_revision(revision)
+    if max_docs is not None and max_docs < 1:
+        raise ValueError(f"max_docs must be None or >= 1, got {max_docs!r}")
+    if local_dir is None:
+        from huggingface_hub import snapshot_download
+
+        local_dir = snapshot_download(
+            repo_id=repo, repo_type="dataset", revision=revision, allow_patterns=["*.parquet", "**/*.parquet"]
+        )
+    root = pathlib.Path(local_dir)
+    # snapshot_download(local_dir=...) keeps its metadata under .cache/; the hub cache itself lives under
+    # ~/.cache, so only the part of the path inside root is checked.
+    rels = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.parquet"))
+    rels = [rel for rel in rels if not rel.startswith(".cache/")]
+    named = {rel: _split_of(rel) for rel in rels}
+    files = [rel for rel, (cfg, s) in named.items() if s == split and (config is None or cfg == config)]
+    if not files:
+        found = sorted({f"{cfg}/{s}" if cfg else s for cfg, s in named.values()})
+        raise ValueError(
+            f"split: no Parquet files of split {split!r}"
+            + (f" in config {config!r}" if config else "")
+            + f" under {root}; splits found (config/split): {found or 'none'}"
+        )
+    configs = sorted({named[rel][0] for rel in files})
+    if len(configs) > 1:
+        raise ValueError(f"config: split {split!r} exists in several configs, choose one of {configs}")
+    columns = [text_column] + ([label_column] if label_column else [])
+    docs: list[Document] = []
+    for rel in files:
+        pf = pq.ParquetFile(root / rel)
+        missing = [c for c in columns if c not in pf.schema_arrow.names]
+        if missing:
+            raise ValueError(
+                f"text_column/label_column: column(s) {missing} not in {rel}; available columns: "
+                f"{pf.schema_arrow.names}"
+            )
+        row = 0
+        for batch in pf.iter_batches(columns=columns):
+            texts = batch.column(text_column).to_pylist()
+            labels = batch.column(label_column).to_pylist() if label_column else [-1] * len(texts)
+            for text, label in zip(texts, labels):
+                if text is not None and text.strip():
+                    docs.append(Document(len(docs), f"{rel}:{row}", text, int(label)))
+                    if max_docs is not None and len(docs) >= max_docs:
+                        return docs
+                row += 1
+    return docs
+
+
+# ------------------------------------------------------------------------------------- splits, windows
+
+
+def split_documents(n_docs: int, eval_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint, covering, sorted int64 index arrays (train, eval) over range(n_docs).
+
+    eval holds round(n_docs * eval_fraction) documents drawn at random from `seed`, but at least one and at
+    most n_docs - 1 when n_docs >= 2 (none when n_docs == 1).
+    """
+    if int(n_docs) != n_docs or n_docs < 1:
+        raise ValueError(f"n_docs must be an integer >= 1, got {n_docs!r}")
+    if not 0 <= eval_fraction < 1:
+        raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction!r}")
+    n_eval = 0 if n_docs == 1 else min(max(1, round(n_docs * eval_fraction)), n_docs - 1)
+    perm = np.random.default_rng(seed).permutation(n_docs)
+    return np.sort(perm[n_eval:]).astype(np.int64), np.sort(perm[:n_eval]).astype(np.int64)
+
+
+def cut_windows(
+    token_docs: list[np.ndarray], ctx_len: int, n_windows: int, seed: int, bos_id: int
+) -> dict[str, np.ndarray]:
+    """`n_windows` distinct windows [bos_id] + doc[start : start + ctx_len - 1], sampled from `seed`.
+
+    Every (document, start) pair with a full window is equally likely, i.e. documents are drawn in
+    proportion to their number of valid starts and the start uniformly; documents shorter than ctx_len - 1
+    tokens give none. No pair is drawn twice; asking for more windows than pairs exist raises ValueError.
+    Returns int64 arrays sorted by (doc_idx, start_idx): "tokens" [n, ctx_len], "doc_idx" [n] and
+    "start_idx" [n] (offset in its document of the first non-BOS token).
+    """
+    if int(ctx_len) != ctx_len or ctx_len < 2:
+        raise ValueError(f"ctx_len must be an integer >= 2, got {ctx_len!r}")
+    if int(n_windows) != n_windows or n_windows < 1:
+        raise ValueError(f"n_windows must be an integer >= 1, got {n_windows!r}")
+    body = ctx_len - 1
+    n_starts = np.array([max(len(d) - body + 1, 0) for d in token_docs], dtype=np.int64)
+    total = int(n_starts.sum())
+    if n_windows > total:
+        raise ValueError(
+            f"n_windows: {n_windows} windows of ctx_len {ctx_len} requested, but the {len(token_docs)} "
+            f"documents hold only {total} distinct windows"
+        )
+    # Sampling flat pair indices without replacement is exactly "doc by weight, then uniform start", minus
+    # duplicates; sorting them sorts by (doc, start). Generator.choice uses Floyd's method for large totals.
+    flat = np.sort(np.random.default_rng(seed).choice(total, size=n_windows, replace=False))
+    offsets = np.concatenate([[0], np.cumsum(n_starts)])
+    doc_idx = np.searchsorted(offsets, flat, side="right") - 1
+    start_idx = flat - offsets[doc_idx]
+    tokens = np.empty((n_windows, ctx_len), dtype=np.int64)
+    tokens[:, 0] = bos_id
+    uniq, first, counts = np.unique(doc_idx, return_index=True, return_counts=True)
+    for d, i, c in zip(uniq, first, counts):  # doc_idx is sorted: each document's rows are contiguous
+        view = np.lib.stride_tricks.sliding_window_view(np.asarray(token_docs[d]), body)
+        tokens[i : i + c, 1:] = view[start_idx[i : i + c]]
+    return {"tokens": tokens, "doc_idx": doc_idx.astype(np.int64), "start_idx": start_idx.astype(np.int64)}

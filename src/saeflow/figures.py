@@ -1,0 +1,48 @@
+"""Figures. Each takes a tidy table and a path, and writes the PNG atomically."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+
+def _save(fig, path: Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}{path.suffix}")
+    fig.savefig(tmp, dpi=130, bbox_inches="tight")
+    os.replace(tmp, path)
+
+
+def recon_summary_figure(df, path: Path) -> None:
+    """FVU, L0 and CE loss recovered per layer; one row of panels per (preset, dataset), one line per
+    dictionary; error bars are the bootstrap CIs recorded by the recon step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [("fvu", "FVU (lower is better)"), ("l0", "L0 (active latents / token)"),
+               ("ce_recovered", "CE loss recovered")]
+    groups = list(df.groupby(["preset", "dataset"], sort=True))
+    fig, axes = plt.subplots(len(groups), len(metrics), figsize=(4.2 * len(metrics), 3.2 * len(groups)),
+                             squeeze=False)
+    for r, ((preset, dataset), g) in enumerate(groups):
+        for c, (m, title) in enumerate(metrics):
+            ax = axes[r][c]
+            for dname, d in g.groupby("dictionary", sort=True):
+                d = d.sort_values("layer")
+                err = [d[m] - d[f"{m}_lo"], d[f"{m}_hi"] - d[m]]
+                ax.errorbar(d["layer"], d[m], yerr=err, marker="o", capsize=3,
+                            label=f"{dname} ({d['kind'].iloc[0]})")
+            ax.set_xticks(sorted(g["layer"].unique()))
+            ax.set_xlabel("layer")
+            ax.set_title(f"{title}\n{preset} / {dataset}", fontsize=9)
+            ax.grid(alpha=0.3)
+            if m == "fvu":
+                ax.set_ylim(bottom=0)
+        axes[r][0].legend(fontsize=7, loc="best")
+    fig.suptitle("Reconstruction on held-out windows (95% bootstrap CIs over sequences)", fontsize=11)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)

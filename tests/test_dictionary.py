@@ -1,0 +1,181 @@
+"""saeflow.dictionary: training, sparsify -> sae-lens conversion, encode fidelity, loading.
+
+Synthetic activations with planted sparse structure: x = codes @ atoms + offset + noise (64 unit atoms
+in 32 dims, 3 active per token, nonzero mean so b_dec matters); transcoder target y = x @ A.T +
+codes @ atoms_out (a dense linear part for the skip connection plus a sparse part).
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sae_lens")
+pytest.importorskip("sparsify")
+
+from saeflow import dictionary as D  # noqa: E402
+
+D_IN, D_SAE, K, N_ATOMS, N_ACTIVE, BS = 32, 128, 8, 64, 3, 256
+N_TOKENS = 300 * BS
+LR = 1e-2
+HOOK, HOOK_OUT = "blocks.0.hook_mlp_in", "blocks.0.hook_mlp_out"
+
+
+def _planted(n, seed):
+    g = torch.Generator().manual_seed(0)  # the same dictionary for every split
+    atoms = torch.randn(N_ATOMS, D_IN, generator=g)
+    atoms /= atoms.norm(dim=1, keepdim=True)
+    offset = 2 * torch.randn(D_IN, generator=g)
+    A = torch.randn(D_IN, D_IN, generator=g) / D_IN**0.5
+    atoms_out = torch.randn(N_ATOMS, D_IN, generator=g) / 2
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.rand(n, N_ATOMS, generator=g).argsort(-1)[:, :N_ACTIVE]
+    codes = torch.zeros(n, N_ATOMS).scatter(-1, idx, 0.5 + 1.5 * torch.rand(n, N_ACTIVE, generator=g))
+    x = codes @ atoms + offset + 0.01 * torch.randn(n, D_IN, generator=g)
+    return x, x @ A.T + codes @ atoms_out
+
+
+TRAIN = _planted(8192, seed=1)
+HELD_OUT = _planted(512, seed=2)
+
+
+def _batches(transcode, data=TRAIN, bs=BS):
+    x, y = data
+    return lambda: ((x[i:i + bs], y[i:i + bs] if transcode else None) for i in range(0, len(x), bs))
+
+
+def _train(kind, out_dir, n_tokens=N_TOKENS, **kw):
+    tc = kind in D.TRANSCODER_KINDS
+    return D.train_dictionary(kind, _batches(tc), D_IN, D_SAE, K, n_tokens, BS, LR, seed=0, out_dir=out_dir,
+                              hook_name=HOOK, hook_name_out=HOOK_OUT if tc else None,
+                              check_batch=(HELD_OUT[0], HELD_OUT[1] if tc else None), progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """Each kind trained once for the whole module."""
+    return {kind: _train(kind, tmp_path_factory.mktemp(kind)) for kind in D.KINDS}
+
+
+@pytest.mark.parametrize("kind", D.KINDS)
+def test_training_reduces_fvu_and_logs_curve(results, kind):
+    res = results[kind]
+    assert all(set(row) == set(D.CURVE_FIELDS) for row in res.curve)
+    steps = [row["step"] for row in res.curve]
+    assert steps[0] == 1 and steps[-1] == N_TOKENS // BS and steps == sorted(steps)
+    assert res.curve[-1]["tokens"] == N_TOKENS
+    first, last = res.curve[0]["fvu"], res.curve[-1]["fvu"]
+    assert last < 0.5 * first, (kind, first, last)
+    assert 0 < last < 0.3
+    assert all(0 < row["l0"] <= K and 0 <= row["dead_frac"] <= 1 for row in res.curve)
+
+
+@pytest.mark.parametrize("kind", D.KINDS)
+def test_saelens_dir_reproduces_trained_model(results, kind):
+    res = results[kind]
+    sae = D.load_saelens(res.saelens_dir)
+    x, y = HELD_OUT
+    with torch.no_grad():
+        if kind == "saelens-topk":
+            expected = res.model.decode(res.model.encode(x))
+        else:
+            expected = res.model(x, y if kind in D.TRANSCODER_KINDS else None).sae_out
+        got = D.reconstruct(sae, x)
+        f = D.encode(sae, x)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert ((f != 0).sum(-1) <= K).all() and sae.cfg.metadata.hook_name == HOOK
+    if kind in D.TRANSCODER_KINDS:
+        assert type(sae).__name__ == "TopKSkipTranscoder" and sae.cfg.metadata.hook_name_out == HOOK_OUT
+        # decode() omits the skip term; reconstruct() adds it
+        torch.testing.assert_close(D.decode(sae, f) + x @ sae.W_skip.T, got)
+        assert sae.W_skip.abs().max() > 0
+
+
+@pytest.mark.parametrize("kind", ["sparsify-topk", "sparsify-skip-transcoder"])
+def test_native_reload_and_fidelity(results, kind):
+    res = results[kind]
+    from sparsify import SparseCoder
+
+    native = SparseCoder.load_from_disk(res.native_dir)
+    for name, t in res.model.state_dict().items():
+        assert torch.equal(native.state_dict()[name], t), name
+    fid = res.fidelity
+    assert fid["passed"] and fid["jaccard_min"] == 1.0 and fid["identical_active_frac"] == 1.0
+    assert fid["n_tokens"] == len(HELD_OUT[0]) and fid["max_abs_recon_diff"] < 1e-4
+
+
+def test_saelens_kind_has_no_conversion(results):
+    res = results["saelens-topk"]
+    assert res.native_dir is None and res.fidelity is None
+    assert sorted(p.name for p in res.saelens_dir.iterdir()) == ["cfg.json", "sae_weights.safetensors"]
+
+
+def test_wrong_conversion_is_detected(results):
+    from sparsify import SparseCoder
+
+    native = SparseCoder.load_from_disk(results["sparsify-topk"].native_dir)
+    assert native.b_dec.abs().max() > 0.5  # the planted offset
+    good = D.convert_sparsify(native, HOOK)
+    assert D.check_encode_fidelity(native, good, HELD_OUT[0])["passed"]
+    wrong = D.convert_sparsify(native, HOOK)
+    wrong.cfg.apply_b_dec_to_input = False  # seed 000's adapter bug
+    fid = D.check_encode_fidelity(native, wrong, HELD_OUT[0])
+    assert not fid["passed"] and fid["jaccard_min"] < 1.0 and fid["max_abs_recon_diff"] > 1e-3
+
+
+def test_failed_fidelity_fails_training(tmp_path, monkeypatch):
+    real = D.convert_sparsify
+
+    def buggy(coder, hook_name, hook_name_out=None):
+        sae = real(coder, hook_name, hook_name_out)
+        sae.cfg.apply_b_dec_to_input = False
+        return sae
+
+    monkeypatch.setattr(D, "convert_sparsify", buggy)
+    with pytest.raises(RuntimeError, match="jaccard_min"):
+        _train("sparsify-topk", tmp_path, n_tokens=20 * BS)
+
+
+def test_deterministic_for_a_seed(tmp_path):
+    a = _train("sparsify-topk", tmp_path / "a", n_tokens=20 * BS, log_every=1)
+    b = _train("sparsify-topk", tmp_path / "b", n_tokens=20 * BS, log_every=1)
+    assert a.curve == b.curve and len(a.curve) == 20
+    assert all(torch.equal(a.model.state_dict()[n], t) for n, t in b.model.state_dict().items())
+
+
+def test_rebatch_cuts_exact_batches_across_epochs():
+    x = torch.arange(10 * 2, dtype=torch.float32).reshape(10, 2)
+    ragged = lambda: ((x[i:i + 3], None) for i in range(0, 10, 3))  # noqa: E731  (3, 3, 3, 1 rows)
+    out = [bx for bx, _ in D._rebatch(ragged, 4, 6, want_y=False)]
+    assert [len(b) for b in out] == [4] * 6
+    assert torch.equal(torch.cat(out), torch.cat([x, x, x[:4]]))
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(kind="bogus"), "sparsify-topk, sparsify-skip-transcoder, saelens-topk"),
+    (dict(k=D_SAE), "k must be < d_sae"),
+    (dict(k=0), "k must be a positive integer"),
+    (dict(n_tokens=BS - 1), "n_tokens"),
+    (dict(lr=-1.0), "lr must be"),
+    (dict(kind="sparsify-skip-transcoder"), "hook_name_out is required"),
+])
+def test_bad_arguments(tmp_path, kw, match):
+    args = dict(kind="sparsify-topk", batches=_batches(False), d_in=D_IN, d_sae=D_SAE, k=K, n_tokens=N_TOKENS,
+                batch_size=BS, lr=None, seed=0, out_dir=tmp_path, hook_name=HOOK)
+    with pytest.raises(ValueError, match=match):
+        D.train_dictionary(**{**args, **kw})
+
+
+def test_batches_must_match_kind(tmp_path):
+    with pytest.raises(ValueError, match="must yield y"):
+        D.train_dictionary("sparsify-skip-transcoder", _batches(False), D_IN, D_SAE, K, BS, BS, None, 0,
+                           tmp_path, HOOK, HOOK_OUT, progress=False)
+
+
+def test_module_import_is_light():
+    code = "import sys, saeflow.dictionary; print(any(m in sys.modules for m in ('torch', 'sae_lens', 'sparsify')))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "False"

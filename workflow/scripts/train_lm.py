@@ -1,0 +1,29 @@
+"""Rule lm: train the embedded HookedTransformer; report held-out loss against the unigram entropy."""
+import json
+import math
+
+import pandas as pd
+from safetensors.numpy import load_file
+
+from saeflow import jobs, lm, store
+
+node, inputs, out = jobs.start(snakemake)  # noqa: F821
+p = node["params"]
+device = jobs.device_of(node)
+win = load_file(str(inputs["windows"] / "windows.safetensors"))
+splits = store.read_manifest(inputs["windows"])["splits"]
+import torch  # noqa: E402
+
+torch.manual_seed(p["seed"])
+model = lm.build_model(p, inputs["tokenizer"] / "tokenizer", device)
+curve = lm.train_lm(model, win["train_tokens"], win["eval_tokens"], p["steps"], p["batch_size"], p["lr"], p["seed"])
+eval_bits = curve[-1]["eval_loss"] / math.log(2)
+unigram_bits = splits["train"]["unigram_entropy_bits"]
+report = {"eval_loss_nats": curve[-1]["eval_loss"], "eval_loss_bits": eval_bits,
+          "unigram_entropy_bits": unigram_bits, "below_unigram_by_bits": unigram_bits - eval_bits}
+with store.write_artefact(out, node, device=device) as art:
+    lm.save_model(model, art.path("model"), p)
+    pd.DataFrame(curve).to_csv(art.path("training_curve.csv"), index=False)
+    art.path("report.json").write_text(json.dumps(report, indent=2))
+    art.record(report=report)
+print(json.dumps(report))

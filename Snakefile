@@ -31,22 +31,7 @@ FIGURES = config.get("figures_dir", "figures")
 KEY = "[0-9a-f]{20}"
 
 
-def node_of(wildcards):
-    return PLAN[wildcards.key].to_dict()
-
-
-def upstream_of(wildcards):
-    return PLAN.input_paths(wildcards.key)
-
-
-def res(name):
-    """A resource of the job's node, scaled by `attempt` so retries ask for more."""
-    scale = name in ("mem_mb", "runtime")
-    return lambda wildcards, attempt: PLAN[wildcards.key].resources[name] * (attempt if scale else 1)
-
-
-def threads_of(wildcards):
-    return PLAN[wildcards.key].resources["threads"]
+include: "rules/common.smk"
 
 
 wildcard_constraints:

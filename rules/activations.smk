@@ -12,6 +12,8 @@ rule cache_activations:
         f"{LOGS}/cache/{{key}}.log",
     benchmark:
         f"{BENCH}/cache/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
     threads: threads_of
     resources:
         mem_mb=res("mem_mb"),

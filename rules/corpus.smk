@@ -10,6 +10,8 @@ rule corpus:
         f"{LOGS}/corpus/{{key}}.log",
     benchmark:
         f"{BENCH}/corpus/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
     threads: threads_of
     resources:
         mem_mb=res("mem_mb"),
@@ -29,6 +31,8 @@ rule windows:
         f"{LOGS}/windows/{{key}}.log",
     benchmark:
         f"{BENCH}/windows/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
     threads: threads_of
     resources:
         mem_mb=res("mem_mb"),

@@ -12,6 +12,8 @@ rule train_dict:
         f"{LOGS}/dict/{{key}}.log",
     benchmark:
         f"{BENCH}/dict/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
     threads: threads_of
     resources:
         mem_mb=res("mem_mb"),

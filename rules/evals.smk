@@ -12,6 +12,8 @@ rule recon:
         f"{LOGS}/recon/{{key}}.log",
     benchmark:
         f"{BENCH}/recon/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
     threads: threads_of
     resources:
         mem_mb=res("mem_mb"),

@@ -12,6 +12,8 @@ rule recon_summary:
         f"{LOGS}/recon_summary/{{key}}.log",
     benchmark:
         f"{BENCH}/recon_summary/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
     threads: threads_of
     resources:
         mem_mb=res("mem_mb"),
@@ -22,13 +24,15 @@ rule recon_summary:
 
 rule export_figure:
     input:
-        lambda wildcards: PLAN.exports[f"{FIGURES}/{wildcards.name}"][0],
+        lambda wildcards: ancient(PLAN.exports[f"{FIGURES}/{wildcards.name}"][0]),
     output:
         f"{FIGURES}/{{name}}",
     log:
         f"{LOGS}/export/{{name}}.log",
     benchmark:
         f"{BENCH}/export/{{name}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
     threads: 1
     resources:
         mem_mb=100,

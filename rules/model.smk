@@ -12,6 +12,8 @@ rule tokenizer:
         f"{LOGS}/tokenizer/{{key}}.log",
     benchmark:
         f"{BENCH}/tokenizer/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
     threads: threads_of
     resources:
         mem_mb=res("mem_mb"),
@@ -31,6 +33,8 @@ rule train_lm:
         f"{LOGS}/lm/{{key}}.log",
     benchmark:
         f"{BENCH}/lm/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
     threads: threads_of
     resources:
         mem_mb=res("mem_mb"),

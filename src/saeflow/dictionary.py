@@ -21,6 +21,7 @@ torch, sae_lens and sparsify are imported inside the functions so that importing
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -54,6 +55,7 @@ class TrainResult:
     fidelity: ``check_encode_fidelity`` result of the conversion, or None when nothing was converted.
     model: the trained module in memory (sparsify ``SparseCoder`` or sae-lens ``TopKTrainingSAE``);
       not serialised, for callers that want it without reloading.
+    train_s: wall seconds of the training loop (benchmarks compare it with a bare library loop).
     """
 
     curve: list[dict]
@@ -61,6 +63,7 @@ class TrainResult:
     saelens_dir: Path
     fidelity: dict | None
     model: Any = field(default=None, repr=False, compare=False)
+    train_s: float = 0.0  # wall seconds of the training loop alone (no saving, conversion or checks)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -201,11 +204,17 @@ def decode(dict_module, f):
     return dict_module.decode(f)
 
 
+def skip_term(dict_module, x):
+    """x @ W_skip.T for a skip transcoder, None for dictionaries without a skip connection."""
+    W_skip = getattr(dict_module, "W_skip", None)
+    return None if W_skip is None else x @ W_skip.T
+
+
 def reconstruct(dict_module, x):
     """x_hat for an SAE; for a transcoder the predicted MLP output, skip connection included."""
     out = decode(dict_module, encode(dict_module, x))
-    W_skip = getattr(dict_module, "W_skip", None)
-    return out if W_skip is None else out + x @ W_skip.T
+    skip = skip_term(dict_module, x)
+    return out if skip is None else out + skip
 
 
 def check_encode_fidelity(native, converted, x) -> dict:
@@ -239,7 +248,7 @@ def check_encode_fidelity(native, converted, x) -> dict:
 # --------------------------------------------------------------------------------------------------
 # Training
 
-def _rebatch(batches: Callable[[], Iterator], batch_size: int, n_steps: int, want_y: bool):
+def _rebatch(batches: Callable[[], Iterator], batch_size: int, n_steps: int, want_y: bool, d_in: int | None = None):
     """Yield exactly n_steps (x, y) batches of exactly batch_size rows, re-invoking batches() per epoch.
 
     Incoming batches of any row count are stitched together, so epoch ends and ragged batches are fine.
@@ -253,8 +262,8 @@ def _rebatch(batches: Callable[[], Iterator], batch_size: int, n_steps: int, wan
             empty = False
             if (y is not None) != want_y:
                 raise ValueError("batches() must yield y (MLP output) for transcoder kinds and None for SAE kinds")
-            if x.ndim != 2 or (y is not None and y.shape != x.shape):
-                raise ValueError(f"batches() must yield x, y of shape [n, d_in]; got {tuple(x.shape)}"
+            if x.ndim != 2 or (d_in is not None and x.shape[1] != d_in) or (y is not None and y.shape != x.shape):
+                raise ValueError(f"batches() must yield x, y of shape [n, d_in={d_in}]; got {tuple(x.shape)}"
                                  f"{'' if y is None else ', ' + str(tuple(y.shape))}")
             buf_x.append(x.to(torch.float32))
             buf_y.append(None if y is None else y.to(torch.float32))
@@ -341,9 +350,10 @@ def _train_saelens(stream, d_in, d_sae, k, n_steps, batch_size, lr, seed, dead_t
                    log_every, progress, curve):
     """sae-lens ``TopKTrainingSAE`` (library defaults: rescale_acts_by_decoder_norm, decoder_init_norm 0.1,
     AuxK coefficient 1) trained by ``SAETrainer`` (Adam, grad-norm clip 1) with W&B and checkpoints off.
-    The lr schedule is set to sparsify's shape (linear warm-up, then linear decay to 0) so the kinds are
-    comparable. Curve rows are computed from each step's ``TrainStepOutput``:
-    fvu = sum (x_hat - x)^2 / sum (x - mean x)^2, l0 = mean #nonzero latents.
+    Two settings follow sparsify so the kinds are comparable: b_dec starts at the first batch's mean
+    (sae-lens 6 starts it at 0, which costs many steps on activations with a large mean) and the lr
+    schedule is linear warm-up then linear decay to 0. Curve rows are computed from each step's
+    ``TrainStepOutput``: fvu = sum (x_hat - x)^2 / sum (x - mean x)^2, l0 = mean #nonzero latents.
     """
     import torch
     import sae_lens.training.sae_trainer as st
@@ -404,6 +414,8 @@ def train_dictionary(kind: str, batches: Callable[[], Iterator], d_in: int, d_sa
       schedule: linear warm-up over min(1000, n_steps // 10) steps, then linear decay to 0.
     dead_tokens: a latent is dead after this many tokens without firing (None -> min(10M, n_tokens // 10));
       drives the AuxK loss and the curve's dead_frac.
+    auxk_alpha: AuxK weight of the sparsify kinds (loss = fvu + auxk_alpha * auxk_loss); saelens-topk keeps
+      sae-lens' own AuxK (coefficient 1 on its unnormalised aux MSE).
     Layout: out_dir/"native" (sparsify kinds: ``SparseCoder.save_to_disk``, reload-checked) and
       out_dir/"saelens" (sae-lens format, ``load_saelens``). Sparsify conversions are checked with
       ``check_encode_fidelity`` on ``check_batch`` (default: the first batch of batches()); a failed check
@@ -433,22 +445,25 @@ def train_dictionary(kind: str, batches: Callable[[], Iterator], d_in: int, d_sa
     n_steps = n_tokens // batch_size
     lr = lr or 2e-4 / (d_sae / 2**14) ** 0.5
     dead_tokens = dead_tokens if dead_tokens is not None else min(DEAD_TOKENS_MAX, max(1, n_tokens // 10))
-    stream = _rebatch(batches, batch_size, n_steps, want_y=transcode)
+    stream = _rebatch(batches, batch_size, n_steps, want_y=transcode, d_in=d_in)
     curve: list[dict] = []
 
+    t0 = time.perf_counter()
     if kind == "saelens-topk":
         sae = _train_saelens(stream, d_in, d_sae, k, n_steps, batch_size, lr, seed, dead_tokens, hook_name,
                              log_every, progress, curve)
         saelens_dir = out_dir / "saelens"
+        train_s = time.perf_counter() - t0
         sae.save_inference_model(saelens_dir)
         load_saelens(saelens_dir)  # fails loudly if the saved directory is unreadable
-        return TrainResult(curve, None, saelens_dir, None, model=sae)
+        return TrainResult(curve, None, saelens_dir, None, model=sae, train_s=train_s)
 
     import torch
     from sparsify import SparseCoder
 
     coder = _train_sparsify(kind, stream, d_in, d_sae, k, n_steps, batch_size, lr, seed, auxk_alpha,
                             dead_tokens, log_every, progress, curve)
+    train_s = time.perf_counter() - t0
     native_dir = out_dir / "native"
     coder.save_to_disk(native_dir)
     native = SparseCoder.load_from_disk(native_dir, device="cpu")
@@ -459,7 +474,8 @@ def train_dictionary(kind: str, batches: Callable[[], Iterator], d_in: int, d_sa
     convert_sparsify(native, hook_name, hook_name_out).save_model(saelens_dir)
     if check_batch is None:
         check_batch = next(iter(batches()))
-    fidelity = check_encode_fidelity(native, load_saelens(saelens_dir), check_batch[0])
+    check_x = check_batch if isinstance(check_batch, torch.Tensor) else check_batch[0]
+    fidelity = check_encode_fidelity(native, load_saelens(saelens_dir), check_x)
     if not fidelity["passed"]:
         raise RuntimeError(f"sae-lens conversion of {native_dir} changes the encoding: {fidelity}")
-    return TrainResult(curve, native_dir, saelens_dir, fidelity, model=coder)
+    return TrainResult(curve, native_dir, saelens_dir, fidelity, model=coder, train_s=train_s)

@@ -12,15 +12,24 @@ from __future__ import annotations
 CHECK_TOKENS = 8192
 
 
+def fvu(target, pred) -> float:
+    """sum ||y - y_hat||^2 / sum ||y - mean(y)||^2 over the rows of [N, d] tensors, in float64.
+
+    The same definition as saeflow.recon (which accumulates it in streaming form over batches);
+    kept here so that dictionary training does not depend on the recon module's code.
+    """
+    y, y_hat = target.double(), pred.double()
+    return float(((y - y_hat) ** 2).sum() / ((y - y.mean(0)) ** 2).sum())
+
+
 def evaluate_gates(sae, x, y, gates: dict) -> dict:
     import torch
 
     from saeflow import dictionary
-    from saeflow.recon import fvu
 
     with torch.no_grad():
         f = dictionary.encode(sae, x)
-        pred = dictionary.decode(sae, f)
+        pred = dictionary.reconstruct(sae, x)
         target = y if y is not None else x
         value = fvu(target, pred)
         dead = float(((f != 0).sum(0) == 0).float().mean())

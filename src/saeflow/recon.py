@@ -16,21 +16,15 @@ HIST_EDGES = np.linspace(-8.0, 0.0, 33)  # log10 firing frequency bins; frequenc
 DENSE_THRESHOLD = 0.1
 
 
-def fvu(target, pred) -> float:
-    """FVU = sum ||y - y_hat||^2 / sum ||y - mean(y)||^2 over the rows of [N, d] tensors, in float64."""
-    y, y_hat = target.double(), pred.double()
-    return float(((y - y_hat) ** 2).sum() / ((y - y.mean(0)) ** 2).sum())
-
-
 def evaluate_recon(model, dictionary, tokens, hook_in: str, hook_out: str | None = None,
                    batch_size: int = 16, exclude_bos: bool = True, n_resamples: int = 1000,
                    confidence: float = 0.95, seed: int = 0, encode: Callable | None = None,
-                   decode: Callable | None = None, zero_all_positions: bool = True,
+                   decode: Callable | None = None, skip: Callable | None = None, zero_all_positions: bool = True,
                    progress: bool = False) -> tuple[dict, dict]:
     """Reconstruction metrics with per-sequence bootstrap CIs.
 
     x = activation at ``hook_in``, f = encode(x) (codes), target y = x (SAE) or the activation at
-    ``hook_out`` (transcoder), y_hat = decode(f). Over the N evaluated tokens (position 0 dropped
+    ``hook_out`` (transcoder), y_hat = decode(f) (+ skip(x) for skip transcoders). Over the N evaluated tokens (position 0 dropped
     when ``exclude_bos``):
 
       FVU  = sum ||y - y_hat||^2 / sum ||y - mean(y)||^2     (float64; sum||y-m||^2 = sum||y||^2 - N||m||^2)
@@ -109,7 +103,10 @@ def evaluate_recon(model, dictionary, tokens, hook_in: str, hook_out: str | None
             f = encode(x_in)
             if f.is_sparse:
                 f = f.to_dense()
-            y_hat = decode(f).to(device=y.device, dtype=y.dtype).reshape(y.shape)
+            y_hat = decode(f)
+            if skip is not None:
+                y_hat = y_hat + skip(x_in)
+            y_hat = y_hat.to(device=y.device, dtype=y.dtype).reshape(y.shape)
             mask = pos_mask_1.to(y.device).expand(b, T)
             bmask = mask.reshape(b, T, *([1] * (y.ndim - 2)))
 

@@ -15,7 +15,8 @@ tokens = torch.as_tensor(load_file(str(inputs["windows"] / "windows.safetensors"
 summary, per_seq = recon.evaluate_recon(
     model, sae, tokens, p["hook_in"], p["hook_out"], batch_size=p["batch_size"], exclude_bos=p["exclude_bos"],
     n_resamples=p["n_resamples"], confidence=p["confidence"], seed=p["seed"],
-    encode=lambda x: dictionary.encode(sae, x), decode=lambda f: dictionary.decode(sae, f), progress=True)
+    encode=lambda x: dictionary.encode(sae, x), decode=lambda f: dictionary.decode(sae, f),
+    skip=(lambda x: dictionary.skip_term(sae, x)) if getattr(sae, "W_skip", None) is not None else None, progress=True)
 with store.write_artefact(out, node, device=device) as art:
     store.write_json_atomic(art.path("metrics.json"), summary)
     pd.DataFrame(per_seq).to_parquet(art.path("per_seq.parquet"), index=False)

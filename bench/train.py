@@ -37,7 +37,7 @@ def reference_loop(cache_dir: Path, site: str, seed: int) -> float:
     for step in range(STEPS):
         idx = perm[(step * BATCH) % (len(perm) - BATCH):][:BATCH]
         xb = x[idx]
-        out = coder(xb, dead_mask=last_fired > 10 * BATCH)
+        out = coder(xb, dead_mask=last_fired > STEPS * BATCH // 10)  # saeflow default: n_tokens // 10
         loss = out.fvu + out.auxk_loss / 32
         loss.backward()
         coder.remove_gradient_parallel_to_decoder_directions()

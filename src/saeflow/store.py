@@ -28,6 +28,8 @@ from importlib import metadata
 from pathlib import Path
 
 MANIFEST = "manifest.json"
+# Steps import this module first thing, so this is (close to) the job's start: wall_s covers the job.
+PROCESS_START = time.time()
 # Written by Snakemake into directory outputs; not part of the artefact.
 IGNORED_FILES = {".snakemake_timestamp"}
 TRACKED_LIBRARIES = ("saeflow", "torch", "transformer-lens", "sae-lens", "eai-sparsify", "snakemake",
@@ -119,7 +121,7 @@ def write_artefact(final: Path | str, node: dict, device: str = "cpu"):
     final.parent.mkdir(parents=True, exist_ok=True)
     art = Artefact(final, node)
     art.dir.mkdir(parents=True)
-    start = time.time()
+    start = PROCESS_START
     try:
         yield art
         files = file_hashes(art.dir)

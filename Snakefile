@@ -43,6 +43,7 @@ include: "rules/model.smk"
 include: "rules/activations.smk"
 include: "rules/dictionary.smk"
 include: "rules/evals.smk"
+include: "rules/locality.smk"
 include: "rules/figures.smk"
 
 

@@ -22,6 +22,48 @@ rule recon_summary:
         "../workflow/scripts/recon_summary.py"
 
 
+rule locality_plots:
+    input:
+        unpack(upstream_of),
+    output:
+        directory(f"{STORE}/locality_plots/{{key}}"),
+    params:
+        node=node_of,
+    log:
+        f"{LOGS}/locality_plots/{{key}}.log",
+    benchmark:
+        f"{BENCH}/locality_plots/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
+    threads: threads_of
+    resources:
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+    script:
+        "../workflow/scripts/locality_plots.py"
+
+
+rule entropy_grid:
+    input:
+        unpack(upstream_of),
+    output:
+        directory(f"{STORE}/entropy_grid/{{key}}"),
+    params:
+        node=node_of,
+    log:
+        f"{LOGS}/entropy_grid/{{key}}.log",
+    benchmark:
+        f"{BENCH}/entropy_grid/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
+    threads: threads_of
+    resources:
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+    script:
+        "../workflow/scripts/entropy_grid.py"
+
+
 rule export_figure:
     input:
         lambda wildcards: ancient(PLAN.exports[f"{FIGURES}/{wildcards.name}"][0]),

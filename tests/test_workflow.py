@@ -87,7 +87,10 @@ def test_full_dag_runs_figure_exists_manifests_verify(wd):
     assert (wd / "figures/recon_summary.png").stat().st_size > 10_000
     arts = list(store.iter_artefacts(wd / "data/store"))
     assert {a.parent.name for a in arts} == {"corpus", "tokenizer", "windows", "lm", "cache", "dict", "recon",
-                                             "recon_summary"}
+                                             "recon_summary", "entropy", "ctxlen_sweep", "events", "h_pos",
+                                             "locality_plots", "entropy_grid"}
+    for fig in ("recon_summary.png", "entropy_vs_depth_grid.png", "entropy_vs_depth__t__synthetic.png"):
+        assert (wd / "figures" / fig).stat().st_size > 10_000
     assert store.verify_store(wd / "data/store") == {}
     for a in arts:
         assert store.read_manifest(a)["key"] == a.name
@@ -153,6 +156,15 @@ def test_edit_module_only_recon_imports(wd):
     assert planned(wd) == {}
 
 
+def test_plotting_fix_reruns_no_computation(wd):
+    module = wd / "src/saeflow/influence_figures.py"
+    original = module.read_text()
+    module.write_text(original + "\n_PLOT_FIX = 1\n")
+    assert planned(wd) == {"locality_plots": 1, "entropy_grid": 1, "export_figure": 2, "all": 1}
+    module.write_text(original)
+    assert planned(wd) == {}
+
+
 def test_comment_only_edit_of_module_every_step_imports(wd):
     module = wd / "src/saeflow/store.py"
     original = module.read_text()
@@ -171,7 +183,10 @@ def test_changing_k_reruns_training_and_descendants_only(wd):
     cfg = yaml.safe_load(original)
     cfg["dictionaries"]["topk"]["k"] = 6
     cfg_path.write_text(yaml.safe_dump(cfg))
-    assert planned(wd) == {"train_dict": 1, "recon": 1, "recon_summary": 1, **EXPORTS}
+    # topk is also the dictionary of the influence analyses: they rerun too; the cache does not.
+    assert planned(wd) == {"train_dict": 1, "recon": 1, "recon_summary": 1, "entropy_vs_depth": 1, "ctxlen_sweep": 1,
+                           "top_contexts": 1, "h_pos": 1, "locality_plots": 1, "entropy_grid": 1,
+                           "export_figure": 3, "all": 1}
     report = saeflow_status(wd)
     assert "params changed: k" in report and "upstream will run: dict" in report
     cfg_path.write_text(original)
@@ -182,7 +197,8 @@ def test_store_copied_to_fresh_clone_does_nothing(wd, tmp_path):
     fresh = copy_workflow(tmp_path / "fresh")
     # Plain copies: every mtime is new, and no .snakemake metadata comes along.
     shutil.copytree(wd / "data", fresh / "data", copy_function=shutil.copy)
-    assert planned(fresh) == EXPORTS  # no computation; only the figure is copied to its fixed path
+    # No computation; only the figures are copied to their fixed paths.
+    assert planned(fresh) == {"export_figure": 3, "all": 1}
     shutil.copytree(wd / "figures", fresh / "figures", copy_function=shutil.copy)
     assert planned(fresh) == {}
 

@@ -168,3 +168,28 @@ def first_rows(cache_dir: Path, site: str, n: int):
         if have >= n:
             break
     return torch.cat(out)
+
+
+def iter_window_blocks(cache_dir: Path, site: str, positions_per_window: int, windows_per_block: int = 64):
+    """Cached rows of a site in cache order, in blocks of whole windows (float32 [n * positions, d]).
+
+    Rows are window-major with `positions_per_window` rows per window (BOS excluded), so a block of
+    `windows_per_block` windows is that many times `positions_per_window` consecutive rows, whatever the
+    shard boundaries. One shard plus one block is in memory at a time.
+    """
+    import torch
+    from safetensors.torch import load_file
+
+    want = positions_per_window * windows_per_block
+    rest = None
+    for s in read_index(cache_dir, site):
+        x = load_file(str(Path(cache_dir) / site / s["file"]))["x"].float()
+        x = x if rest is None else torch.cat([rest, x])
+        n = (x.shape[0] // want) * want
+        for i in range(0, n, want):
+            yield x[i: i + want]
+        rest = x[n:]
+    if rest is not None and rest.shape[0]:
+        if rest.shape[0] % positions_per_window:
+            raise ValueError(f"cache {cache_dir} site {site}: {rest.shape[0]} trailing rows are not whole windows")
+        yield rest

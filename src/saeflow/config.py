@@ -94,6 +94,17 @@ def check_semantics(config: dict) -> None:
         for ds in preset["datasets"]:
             _require(ds in datasets, f"presets.{pname}.datasets",
                      f"unknown dataset {ds!r}; allowed values: {', '.join(datasets)}")
+        inf = config.get("influence")
+        if inf:
+            _require(inf["dictionary"] in preset["dictionaries"], "influence.dictionary",
+                     f"{inf['dictionary']!r} is not among presets.{pname}.dictionaries; allowed values: "
+                     f"{', '.join(preset['dictionaries'])}")
+            ctx_len = config["windows"]["ctx_len"]
+            _require(max(inf["ctx_lens"]) <= ctx_len, "influence.ctx_lens",
+                     f"every context length must be <= windows.ctx_len={ctx_len}")
+            _require(inf["sweep_min"] <= ctx_len, "influence.sweep_min", f"must be <= windows.ctx_len={ctx_len}")
+            _require(inf["n_windows"] <= config["windows"]["n_eval"], "influence.n_windows",
+                     f"must be <= windows.n_eval={config['windows']['n_eval']} (windows are drawn from the eval split)")
         _require(d_model % model.get("n_heads", 4) == 0, f"presets.{pname}.model.n_heads",
                  f"must divide d_model={d_model}")
         for dname in preset["dictionaries"]:

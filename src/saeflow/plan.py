@@ -30,6 +30,12 @@ SCRIPTS = {
     "dict": "workflow/scripts/train_dict.py",
     "recon": "workflow/scripts/recon.py",
     "recon_summary": "workflow/scripts/recon_summary.py",
+    "entropy": "workflow/scripts/entropy_vs_depth.py",
+    "ctxlen_sweep": "workflow/scripts/ctxlen_sweep.py",
+    "events": "workflow/scripts/top_contexts.py",
+    "h_pos": "workflow/scripts/h_pos.py",
+    "locality_plots": "workflow/scripts/locality_plots.py",
+    "entropy_grid": "workflow/scripts/entropy_grid.py",
 }
 
 # mem_mb, runtime (minutes), threads; `gpu` is added for presets on cuda. Scaled by `attempt` in rules.
@@ -42,8 +48,14 @@ DEFAULT_RESOURCES = {
     "dict": {"mem_mb": 4000, "runtime": 60, "threads": 1},
     "recon": {"mem_mb": 4000, "runtime": 60, "threads": 1},
     "recon_summary": {"mem_mb": 1000, "runtime": 10, "threads": 1},
+    "entropy": {"mem_mb": 8000, "runtime": 120, "threads": 1},
+    "ctxlen_sweep": {"mem_mb": 8000, "runtime": 60, "threads": 1},
+    "events": {"mem_mb": 4000, "runtime": 60, "threads": 1},
+    "h_pos": {"mem_mb": 8000, "runtime": 120, "threads": 1},
+    "locality_plots": {"mem_mb": 2000, "runtime": 10, "threads": 1},
+    "entropy_grid": {"mem_mb": 2000, "runtime": 10, "threads": 1},
 }
-GPU_STEPS = ("lm", "cache", "dict", "recon")
+GPU_STEPS = ("lm", "cache", "dict", "recon", "entropy", "ctxlen_sweep", "events", "h_pos")
 
 
 def hook_name(site: str, layer: int) -> str:
@@ -160,6 +172,7 @@ def build_plan(config: dict, workdir: Path | str) -> Plan:
         corpora[name] = plan.add("corpus", {"dataset": name, **spec}, {}, {"dataset": name}, _corpus_inputs(spec))
 
     recons: dict[str, Node] = {}
+    entropies: dict[str, Node] = {}
     for pname, preset in config["presets"].items():
         model = preset["model"]
         device = preset.get("device", "cpu")
@@ -185,6 +198,7 @@ def build_plan(config: dict, workdir: Path | str) -> Plan:
             win = windows_for(ds)
             cache = plan.add("cache", {"sites": sites, **config["cache"], "device": device},
                              {"lm": lm, "windows": win}, {"preset": pname, "dataset": ds}, device=device)
+            dicts_of_ds: dict[tuple[int, str], Node] = {}
             for layer in preset["layers"]:
                 for dname, spec in dict_specs.items():
                     transcoder = spec["kind"] in TRANSCODER_KINDS
@@ -195,11 +209,46 @@ def build_plan(config: dict, workdir: Path | str) -> Plan:
                     d = plan.add("dict", {**spec, "d_in": model["d_model"], "d_sae": spec["expansion"] * model["d_model"],
                                           "hook_in": hook_in, "hook_out": hook_out, "device": device},
                                  {"cache": cache}, labels, device=device)
+                    dicts_of_ds[(layer, dname)] = d
                     r = plan.add("recon", {**config["recon"], "hook_in": hook_in, "hook_out": hook_out,
                                            "exclude_bos": True, "seed": seed, "device": device},
                                  {"lm": lm, "windows": win, "dict": d}, labels, device=device)
                     recons[f"r{len(recons)}"] = r
+            if config.get("influence"):
+                entropies[f"e{len(entropies)}"] = _add_locality(plan, config, pname, ds, preset, lm, win, cache,
+                                                                corpora[ds], dicts_of_ds, device)
+    figures = config.get("figures_dir", "figures")
     summary = plan.add("recon_summary", {}, recons, {})
-    plan.exports[f"{config.get('figures_dir', 'figures')}/recon_summary.png"] = (summary.path, "recon_summary.png")
+    plan.exports[f"{figures}/recon_summary.png"] = (summary.path, "recon_summary.png")
+    if entropies:
+        grid = plan.add("entropy_grid", {"kind": config["influence"]["grid_kind"]}, entropies, {})
+        plan.exports[f"{figures}/entropy_vs_depth_grid.png"] = (grid.path, "entropy_vs_depth_grid.png")
     return plan
+
+
+def _add_locality(plan: Plan, config: dict, pname: str, ds: str, preset: dict, lm: Node, win: Node, cache: Node,
+                  corpus: Node, dicts: dict, device: str) -> Node:
+    """entropy vs depth, context-length sweep, top contexts and H_pos of one (preset, dataset), plus their
+    figures; returns the entropy node (an input of the cross-model grid)."""
+    inf = config["influence"]
+    ctx_len = config["windows"]["ctx_len"]
+    layers = preset["layers"]
+    by_layer = {f"dict_L{L}": dicts[(L, inf["dictionary"])] for L in layers}
+    labels = {"preset": pname, "dataset": ds, "dictionary": inf["dictionary"], "site": preset["site"]}
+    common = {"threshold": preset["threshold"], "layers": layers, "site": preset["site"], "device": device,
+              "memory_budget_mb": inf["memory_budget_mb"], "n_layers": preset["model"]["n_layers"]}
+    up = {"lm": lm, "windows": win, **by_layer}
+    entropy = plan.add("entropy", {**common, "n_windows": inf["n_windows"], "seed": config.get("seed", 0),
+                                   "token_vector": inf["token_vector"]}, up, labels, device=device)
+    sweep = plan.add("ctxlen_sweep", {**common, "lengths": list(range(inf["sweep_min"], ctx_len + 1, inf["sweep_step"]))},
+                     up, labels, device=device)
+    events = plan.add("events", {"layers": layers, "k": inf["top_k_events"], "min_pos": max(inf["ctx_lens"]) - 1,
+                                 "positions_per_window": ctx_len - 1, "device": device},
+                      {"cache": cache, **by_layer}, labels, device=device)
+    hpos = plan.add("h_pos", {**common, "ctx_lens": sorted(inf["ctx_lens"]), "n_latents": inf["n_latents"]},
+                    {**up, "events": events, "corpus": corpus}, labels, device=device)
+    plots = plan.add("locality_plots", {"ctx_len": ctx_len}, {"entropy": entropy, "sweep": sweep, "h_pos": hpos}, labels)
+    fig = f"entropy_vs_depth__{pname}__{ds}.png"
+    plan.exports[f"{config.get('figures_dir', 'figures')}/{fig}"] = (plots.path, fig)
+    return entropy
 

@@ -1,0 +1,21 @@
+"""Rule ctxlen_sweep: one fixed text, the query token at its end, per-latent entropy for each context length."""
+from safetensors.numpy import load_file
+
+from saeflow import jobs, lm, locality, store
+
+node, inputs, out = jobs.start(snakemake)  # noqa: F821
+p = node["params"]
+device = jobs.device_of(node)
+model = lm.load_model(inputs["lm"] / "model", device)
+dicts = locality.load_layer_dicts({L: inputs[f"dict_L{L}"] for L in p["layers"]}, device)
+win = load_file(str(inputs["windows"] / "windows.safetensors"))
+text = win["eval_tokens"][0]  # the first eval window, fixed: recorded by doc id and start below
+bos = store.read_manifest(inputs["windows"])["bos_id"]
+features, token = locality.ctxlen_sweep(model, text, dicts, p["threshold"], p["lengths"], bos, p["memory_budget_mb"])
+with store.write_artefact(out, node, device=device) as art:
+    features.to_parquet(art.path("entropy_vs_context_len.parquet"), index=False)
+    token.to_parquet(art.path("token_vector_vs_context_len.parquet"), index=False)
+    store.write_json_atomic(art.path("prompt.json"), {"doc_id": int(win["eval_doc_id"][0]),
+                                                      "start_idx": int(win["eval_start_idx"][0]),
+                                                      "tokens": text.tolist()})
+print(token.to_string())

@@ -1,0 +1,45 @@
+"""Rule h_pos: H_pos on the N-token windows ending at top-activating events, per layer and context length.
+
+Writes per layer `layer<L>/ctx<N>.parquet` + `.csv` (rows: feature_id, event_idx, H_pos, peak_token_idx,
+peak_value, sum_J, status, ...) and `layer<L>/influences_ctx<N>.npz` (raw J vectors keyed by row index).
+On the synthetic corpus each event is labelled with the planted kind of its peak word (echo: fixed by the
+word `lag` positions back; topic: fixed by the document's topic; filler) and `ground_truth.json` compares
+H_pos of latents that fire on echo words with latents that fire on topic words.
+"""
+import json
+
+import numpy as np
+import pandas as pd
+from safetensors.numpy import load_file
+
+from saeflow import jobs, lm, locality, store
+
+node, inputs, out = jobs.start(snakemake)  # noqa: F821
+p = node["params"]
+device = jobs.device_of(node)
+model = lm.load_model(inputs["lm"] / "model", device)
+dicts = locality.load_layer_dicts({L: inputs[f"dict_L{L}"] for L in p["layers"]}, device)
+tokens = load_file(str(inputs["windows"] / "windows.safetensors"))["train_tokens"]
+bos = store.read_manifest(inputs["windows"])["bos_id"]
+meta_path = inputs["corpus"] / "synthetic_meta.json"
+kinds = locality.token_kinds(model.tokenizer, store.read_json(meta_path)) if meta_path.is_file() else None
+
+with store.write_artefact(out, node, device=device) as art:
+    truth = {}
+    for L, spec in dicts.items():
+        events = pd.read_parquet(inputs["events"] / f"top_contexts_layer{L}.parquet")
+        chosen = locality.select_latents(events, p["n_latents"])
+        events = events[events["feature_id"].isin(chosen)].reset_index(drop=True)
+        results = locality.h_pos(model, tokens, events, spec, L, p["ctx_lens"], bos, p["threshold"])
+        for N, (rows, infl) in results.items():
+            if kinds is not None:
+                rows["kind"] = [kinds.get(int(t), "other") for t in rows["peak_token"]]
+            rows.to_parquet(art.path(f"layer{L}/ctx{N}.parquet"), index=False)
+            rows.to_csv(art.path(f"layer{L}/ctx{N}.csv"), index=False)
+            np.savez(art.path(f"layer{L}/influences_ctx{N}.npz"), **infl)
+            if kinds is not None:
+                truth[f"layer{L}_ctx{N}"] = locality.kind_contrast(rows)
+    if truth:
+        store.write_json_atomic(art.path("ground_truth.json"), truth)
+        art.record(ground_truth=truth)
+print(json.dumps(truth, indent=1))

@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(PY) bench/plan.py
 	$(PY) bench/cache.py
 	$(PY) bench/train.py
+	$(PY) bench/influence.py
 
 clean:
 	rm -rf data figures .snakemake

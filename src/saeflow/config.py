@@ -94,6 +94,15 @@ def check_semantics(config: dict) -> None:
         for ds in preset["datasets"]:
             _require(ds in datasets, f"presets.{pname}.datasets",
                      f"unknown dataset {ds!r}; allowed values: {', '.join(datasets)}")
+        _require(d_model % model.get("n_heads", 4) == 0, f"presets.{pname}.model.n_heads",
+                 f"must divide d_model={d_model}")
+        for dname in preset["dictionaries"]:
+            _require(dname in dicts, f"presets.{pname}.dictionaries",
+                     f"unknown dictionary {dname!r}; allowed values: {', '.join(dicts)}")
+            spec = dicts[dname]
+            d_sae = spec.get("expansion", 8) * d_model
+            _require(spec["k"] < d_sae, f"dictionaries.{dname}.k",
+                     f"k={spec['k']} must be < d_sae={d_sae} (expansion x d_model of preset {pname})")
         inf = config.get("influence")
         if inf:
             _require(inf["dictionary"] in preset["dictionaries"], "influence.dictionary",
@@ -105,12 +114,3 @@ def check_semantics(config: dict) -> None:
             _require(inf["sweep_min"] <= ctx_len, "influence.sweep_min", f"must be <= windows.ctx_len={ctx_len}")
             _require(inf["n_windows"] <= config["windows"]["n_eval"], "influence.n_windows",
                      f"must be <= windows.n_eval={config['windows']['n_eval']} (windows are drawn from the eval split)")
-        _require(d_model % model.get("n_heads", 4) == 0, f"presets.{pname}.model.n_heads",
-                 f"must divide d_model={d_model}")
-        for dname in preset["dictionaries"]:
-            _require(dname in dicts, f"presets.{pname}.dictionaries",
-                     f"unknown dictionary {dname!r}; allowed values: {', '.join(dicts)}")
-            spec = dicts[dname]
-            d_sae = spec.get("expansion", 8) * d_model
-            _require(spec["k"] < d_sae, f"dictionaries.{dname}.k",
-                     f"k={spec['k']} must be < d_sae={d_sae} (expansion x d_model of preset {pname})")

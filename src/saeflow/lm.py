@@ -76,7 +76,7 @@ def train_lm(model, train_tokens: np.ndarray, eval_tokens: np.ndarray, steps: in
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if step % log_every == 0 or step == steps - 1:
-            row = {"step": step, "tokens": (step + 1) * batch_size * train.shape[1], "train_loss": float(loss),
+            row = {"step": step, "tokens": (step + 1) * batch_size * train.shape[1], "train_loss": loss.item(),
                    "lr": lr_at(step)}
             if step == steps - 1 or step % (log_every * 5) == 0:
                 row["eval_loss"] = eval_loss(model, eval_tokens)

@@ -248,3 +248,15 @@ def kind_contrast(rows: pd.DataFrame) -> dict:
         res["mann_whitney_p"] = float(mannwhitneyu(echo, topic, alternative="two-sided").pvalue)
         res["echo_lower_than_topic"] = bool(echo.median() < topic.median())
     return res
+
+
+def load_model_and_dicts(inputs: dict, layers: list[int], device: str = "cpu"):
+    """(model, {layer: DictSpec}, windows arrays) from a locality node's upstream artefacts
+    (roles `lm`, `windows` and `dict_L<layer>`)."""
+    from safetensors.numpy import load_file
+
+    from saeflow import lm
+
+    model = lm.load_model(inputs["lm"] / "model", device)
+    dicts = load_layer_dicts({L: inputs[f"dict_L{L}"] for L in layers}, device)
+    return model, dicts, load_file(str(inputs["windows"] / "windows.safetensors"))

@@ -1,14 +1,11 @@
 """Rule ctxlen_sweep: one fixed text, the query token at its end, per-latent entropy for each context length."""
-from safetensors.numpy import load_file
 
-from saeflow import jobs, lm, locality, store
+from saeflow import jobs, locality, store
 
 node, inputs, out = jobs.start(snakemake)  # noqa: F821
 p = node["params"]
 device = jobs.device_of(node)
-model = lm.load_model(inputs["lm"] / "model", device)
-dicts = locality.load_layer_dicts({L: inputs[f"dict_L{L}"] for L in p["layers"]}, device)
-win = load_file(str(inputs["windows"] / "windows.safetensors"))
+model, dicts, win = locality.load_model_and_dicts(inputs, p["layers"], device)
 text = win["eval_tokens"][0]  # the first eval window, fixed: recorded by doc id and start below
 bos = store.read_manifest(inputs["windows"])["bos_id"]
 features, token = locality.ctxlen_sweep(model, text, dicts, p["threshold"], p["lengths"], bos, p["memory_budget_mb"])

@@ -6,16 +6,14 @@ Per layer, in the seed card's `entropy_comparison_<site>_layer<L>` schema withou
 """
 import json
 
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
-from saeflow import jobs, lm, locality, store
+from saeflow import jobs, locality, store
 
 node, inputs, out = jobs.start(snakemake)  # noqa: F821
 p = node["params"]
 device = jobs.device_of(node)
-model = lm.load_model(inputs["lm"] / "model", device)
-dicts = locality.load_layer_dicts({L: inputs[f"dict_L{L}"] for L in p["layers"]}, device)
-win = load_file(str(inputs["windows"] / "windows.safetensors"))
+model, dicts, win = locality.load_model_and_dicts(inputs, p["layers"], device)
 res = locality.entropy_vs_depth(model, win["eval_tokens"], win["eval_start_idx"], dicts, p["threshold"],
                                 p["n_windows"], p["seed"], p["token_vector"], p["memory_budget_mb"])
 with store.write_artefact(out, node, device=device) as art:

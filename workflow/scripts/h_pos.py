@@ -10,16 +10,14 @@ import json
 
 import numpy as np
 import pandas as pd
-from safetensors.numpy import load_file
 
-from saeflow import jobs, lm, locality, store
+from saeflow import jobs, locality, store
 
 node, inputs, out = jobs.start(snakemake)  # noqa: F821
 p = node["params"]
 device = jobs.device_of(node)
-model = lm.load_model(inputs["lm"] / "model", device)
-dicts = locality.load_layer_dicts({L: inputs[f"dict_L{L}"] for L in p["layers"]}, device)
-tokens = load_file(str(inputs["windows"] / "windows.safetensors"))["train_tokens"]
+model, dicts, win = locality.load_model_and_dicts(inputs, p["layers"], device)
+tokens = win["train_tokens"]
 bos = store.read_manifest(inputs["windows"])["bos_id"]
 meta_path = inputs["corpus"] / "synthetic_meta.json"
 kinds = locality.token_kinds(model.tokenizer, store.read_json(meta_path)) if meta_path.is_file() else None

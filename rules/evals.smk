@@ -21,3 +21,68 @@ rule recon:
         gpu=res("gpu"),
     script:
         "../workflow/scripts/recon.py"
+
+
+rule probe:
+    input:
+        unpack(upstream_of),
+    output:
+        directory(f"{STORE}/probe/{{key}}"),
+    params:
+        node=node_of,
+    log:
+        f"{LOGS}/probe/{{key}}.log",
+    benchmark:
+        f"{BENCH}/probe/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
+    threads: threads_of
+    resources:
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+        gpu=res("gpu"),
+    script:
+        "../workflow/scripts/probe.py"
+
+
+rule autocorr:
+    input:
+        unpack(upstream_of),
+    output:
+        directory(f"{STORE}/autocorr/{{key}}"),
+    params:
+        node=node_of,
+    log:
+        f"{LOGS}/autocorr/{{key}}.log",
+    benchmark:
+        f"{BENCH}/autocorr/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
+    threads: threads_of
+    resources:
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+        gpu=res("gpu"),
+    script:
+        "../workflow/scripts/autocorr.py"
+
+
+rule geometry:
+    input:
+        unpack(upstream_of),
+    output:
+        directory(f"{STORE}/geometry/{{key}}"),
+    params:
+        node=node_of,
+    log:
+        f"{LOGS}/geometry/{{key}}.log",
+    benchmark:
+        f"{BENCH}/geometry/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
+    threads: threads_of
+    resources:
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+    script:
+        "../workflow/scripts/geometry.py"

@@ -64,6 +64,27 @@ rule entropy_grid:
         "../workflow/scripts/entropy_grid.py"
 
 
+rule eval_plots:
+    input:
+        unpack(upstream_of),
+    output:
+        directory(f"{STORE}/eval_plots/{{key}}"),
+    params:
+        node=node_of,
+    log:
+        f"{LOGS}/eval_plots/{{key}}.log",
+    benchmark:
+        f"{BENCH}/eval_plots/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
+    threads: threads_of
+    resources:
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+    script:
+        "../workflow/scripts/eval_plots.py"
+
+
 rule export_figure:
     input:
         lambda wildcards: ancient(PLAN.exports[f"{FIGURES}/{wildcards.name}"][0]),

@@ -193,3 +193,29 @@ def iter_window_blocks(cache_dir: Path, site: str, positions_per_window: int, wi
         if rest.shape[0] % positions_per_window:
             raise ValueError(f"cache {cache_dir} site {site}: {rest.shape[0]} trailing rows are not whole windows")
         yield rest
+
+
+def pooled_features(model, tokens: np.ndarray, hooks: list[str], encoders: dict, batch_size: int = 32,
+                    progress: bool = True) -> tuple[dict, dict]:
+    """Mean over positions 1..T-1 (BOS excluded) of each hook's activation and of each encoder's codes.
+
+    encoders: {name: (hook, encode)}; returns ({hook: [n, d]}, {name: [n, d_sae]}) as float64 numpy.
+    One forward per batch, stopping after the deepest hook's block.
+    """
+    import torch
+    from tqdm import tqdm
+
+    stop = max(site_layer(h) for h in hooks) + 1
+    raw = {h: [] for h in hooks}
+    codes = {n: [] for n in encoders}
+    t = torch.as_tensor(tokens, dtype=torch.long)
+    with torch.no_grad():
+        for i in tqdm(range(0, len(t), batch_size), desc="pooled features", disable=not progress, mininterval=5):
+            _, cache = model.run_with_cache(t[i: i + batch_size], names_filter=hooks, stop_at_layer=stop)
+            for h in hooks:
+                raw[h].append(cache[h][:, 1:].double().mean(1).numpy())
+            for n, (h, encode) in encoders.items():
+                x = cache[h][:, 1:]
+                f = encode(x.reshape(-1, x.shape[-1])).reshape(x.shape[0], x.shape[1], -1)
+                codes[n].append(f.double().mean(1).numpy())
+    return ({h: np.concatenate(v) for h, v in raw.items()}, {n: np.concatenate(v) for n, v in codes.items()})

@@ -114,3 +114,17 @@ def check_semantics(config: dict) -> None:
             _require(inf["sweep_min"] <= ctx_len, "influence.sweep_min", f"must be <= windows.ctx_len={ctx_len}")
             _require(inf["n_windows"] <= config["windows"]["n_eval"], "influence.n_windows",
                      f"must be <= windows.n_eval={config['windows']['n_eval']} (windows are drawn from the eval split)")
+    if config.get("probe"):
+        for dname in config["probe"]["dictionaries"]:
+            _require(dname in dicts and dicts[dname]["kind"] not in TRANSCODER_KINDS, "probe.dictionaries",
+                     f"{dname!r} must name an SAE dictionary; allowed values: "
+                     f"{', '.join(d for d, s in dicts.items() if s['kind'] not in TRANSCODER_KINDS)}")
+            for pname, preset in config["presets"].items():
+                _require(dname in preset["dictionaries"], "probe.dictionaries",
+                         f"{dname!r} is not among presets.{pname}.dictionaries; allowed values: {', '.join(preset['dictionaries'])}")
+    for section in ("autocorr", "geometry"):
+        _require(not config.get(section) or bool(config.get("influence")), section,
+                 "needs the `influence` section (it uses influence.dictionary and the H_pos results)")
+    if config.get("autocorr"):
+        a = config["autocorr"]
+        _require(a["density_min"] <= a["density_max"], "autocorr.density_min", "must be <= autocorr.density_max")

@@ -36,6 +36,10 @@ SCRIPTS = {
     "h_pos": "workflow/scripts/h_pos.py",
     "locality_plots": "workflow/scripts/locality_plots.py",
     "entropy_grid": "workflow/scripts/entropy_grid.py",
+    "probe": "workflow/scripts/probe.py",
+    "autocorr": "workflow/scripts/autocorr.py",
+    "geometry": "workflow/scripts/geometry.py",
+    "eval_plots": "workflow/scripts/eval_plots.py",
 }
 
 # mem_mb, runtime (minutes), threads; `gpu` is added for presets on cuda. Scaled by `attempt` in rules.
@@ -54,8 +58,12 @@ DEFAULT_RESOURCES = {
     "h_pos": {"mem_mb": 8000, "runtime": 120, "threads": 1},
     "locality_plots": {"mem_mb": 2000, "runtime": 10, "threads": 1},
     "entropy_grid": {"mem_mb": 2000, "runtime": 10, "threads": 1},
+    "probe": {"mem_mb": 8000, "runtime": 60, "threads": 1},
+    "autocorr": {"mem_mb": 8000, "runtime": 60, "threads": 1},
+    "geometry": {"mem_mb": 4000, "runtime": 30, "threads": 1},
+    "eval_plots": {"mem_mb": 2000, "runtime": 10, "threads": 1},
 }
-GPU_STEPS = ("lm", "cache", "dict", "recon", "entropy", "ctxlen_sweep", "events", "h_pos")
+GPU_STEPS = ("lm", "cache", "dict", "recon", "entropy", "ctxlen_sweep", "events", "h_pos", "probe", "autocorr")
 
 
 def hook_name(site: str, layer: int) -> str:
@@ -214,9 +222,12 @@ def build_plan(config: dict, workdir: Path | str) -> Plan:
                                            "exclude_bos": True, "seed": seed, "device": device},
                                  {"lm": lm, "windows": win, "dict": d}, labels, device=device)
                     recons[f"r{len(recons)}"] = r
+            hpos = None
             if config.get("influence"):
-                entropies[f"e{len(entropies)}"] = _add_locality(plan, config, pname, ds, preset, lm, win, cache,
-                                                                corpora[ds], dicts_of_ds, device)
+                entropy, hpos = _add_locality(plan, config, pname, ds, preset, lm, win, cache, corpora[ds],
+                                              dicts_of_ds, device)
+                entropies[f"e{len(entropies)}"] = entropy
+            _add_evals(plan, config, pname, ds, preset, lm, win, dicts_of_ds, hpos, device)
     figures = config.get("figures_dir", "figures")
     summary = plan.add("recon_summary", {}, recons, {})
     plan.exports[f"{figures}/recon_summary.png"] = (summary.path, "recon_summary.png")
@@ -229,7 +240,7 @@ def build_plan(config: dict, workdir: Path | str) -> Plan:
 def _add_locality(plan: Plan, config: dict, pname: str, ds: str, preset: dict, lm: Node, win: Node, cache: Node,
                   corpus: Node, dicts: dict, device: str) -> Node:
     """entropy vs depth, context-length sweep, top contexts and H_pos of one (preset, dataset), plus their
-    figures; returns the entropy node (an input of the cross-model grid)."""
+    figures; returns the entropy node (an input of the cross-model grid) and the H_pos node."""
     inf = config["influence"]
     ctx_len = config["windows"]["ctx_len"]
     layers = preset["layers"]
@@ -250,5 +261,34 @@ def _add_locality(plan: Plan, config: dict, pname: str, ds: str, preset: dict, l
     plots = plan.add("locality_plots", {"ctx_len": ctx_len}, {"entropy": entropy, "sweep": sweep, "h_pos": hpos}, labels)
     fig = f"entropy_vs_depth__{pname}__{ds}.png"
     plan.exports[f"{config.get('figures_dir', 'figures')}/{fig}"] = (plots.path, fig)
-    return entropy
+    return entropy, hpos
+
+
+def _add_evals(plan: Plan, config: dict, pname: str, ds: str, preset: dict, lm: Node, win: Node, dicts: dict,
+               hpos: Node | None, device: str) -> None:
+    """Sparse probing, activation autocorrelation and decoder geometry of one (preset, dataset), and their
+    figures (one plotting node, so a plotting fix reruns no computation)."""
+    layers = preset["layers"]
+    labels = {"preset": pname, "dataset": ds}
+    evals = {}
+    spec = config["datasets"][ds]
+    if config.get("probe") and (spec["source"] != "hf" or spec.get("label_column")):  # probing needs labels
+        pr = config["probe"]
+        up = {f"dict_L{L}_{d}": dicts[(L, d)] for L in layers for d in pr["dictionaries"]}
+        evals["probe"] = plan.add("probe", {**pr, "layers": layers, "seed": config.get("seed", 0), "device": device},
+                                  {"lm": lm, "windows": win, **up}, labels, device=device)
+    if config.get("influence"):
+        by_layer = {f"dict_L{L}": dicts[(L, config["influence"]["dictionary"])] for L in layers}
+        if config.get("autocorr"):
+            evals["autocorr"] = plan.add("autocorr", {**config["autocorr"], "layers": layers, "device": device,
+                                                      "threshold": preset["threshold"]},
+                                         {"lm": lm, "windows": win, "h_pos": hpos, **by_layer}, labels, device=device)
+        if config.get("geometry"):
+            evals["geometry"] = plan.add("geometry", {**config["geometry"], "layers": layers, "seed": config.get("seed", 0)},
+                                         {"h_pos": hpos, **by_layer}, labels)
+    if evals:
+        plots = plan.add("eval_plots", {}, evals, labels)
+        for name in evals:
+            fig = f"{name}__{pname}__{ds}.png"
+            plan.exports[f"{config.get('figures_dir', 'figures')}/{fig}"] = (plots.path, fig)
 

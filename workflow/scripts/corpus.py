@@ -13,7 +13,7 @@ elif p["source"] == "synthetic":
         p["n_docs"], p["doc_len"], p["seed"], lag=p["lag"], n_topics=p["n_topics"], n_filler=p["n_filler"],
         n_topic_words=p["n_topic_words"], p_lag=p["p_lag"], p_topic=p["p_topic"])
 else:
-    docs = corpus.load_hf_documents(p["repo"], p["revision"], p["split"], text_column=p["text_column"],
+    docs = corpus.load_hf_documents(p["repo"], p["revision"], p["split"], text_column=p["text_column"], label_column=p.get("label_column"),
                                     local_dir=p.get("local_dir"), max_docs=p.get("max_docs"))
 df = pd.DataFrame({"doc_id": [d.doc_id for d in docs], "source": [d.source for d in docs],
                    "text": [d.text for d in docs], "label": [d.label for d in docs]})

@@ -1,0 +1,25 @@
+"""Rule geometry: decoder cosine vs |H_a - H_b| (H = mean H_pos at the longest context) per layer, with a
+seeded permutation null; the seed card's feature_geometry_vs_entropy files, per layer."""
+import pandas as pd
+
+from saeflow import geometry, jobs, locality, store
+
+node, inputs, out = jobs.start(snakemake)  # noqa: F821
+p = node["params"]
+dicts = locality.load_layer_dicts({L: inputs[f"dict_L{L}"] for L in p["layers"]})
+ctx = max(store.read_manifest(inputs["h_pos"])["params"]["ctx_lens"])
+with store.write_artefact(out, node) as art:
+    summaries = {}
+    for L, spec in dicts.items():
+        rows = pd.read_parquet(inputs["h_pos"] / f"layer{L}/ctx{ctx}.parquet")
+        H = rows[rows["status"] == "ok"].groupby("feature_id")["H_pos"].mean()
+        W_dec = spec.module.W_dec.detach().float().numpy()
+        per_feature, pairwise, summary = geometry.geometry_vs_entropy(W_dec, H.index.to_numpy(), H.to_numpy(),
+                                                                      p["n_permutations"], p["seed"])
+        per_feature.to_csv(art.path(f"layer{L}/per_feature.csv"), index=False)
+        pairwise.to_parquet(art.path(f"layer{L}/pairwise.parquet"), index=False)
+        summary = {**node["labels"], "layer": L, "h_pos_ctx": ctx, **summary}
+        store.write_json_atomic(art.path(f"layer{L}/manifest.json"), summary)
+        summaries[L] = {k: summary[k] for k in ("n_features", "n_pairs", "correlation_decoder_cos_vs_abs_dH_pos")}
+    art.record(summary=summaries)
+print(summaries)

@@ -8,7 +8,7 @@ export SPARSIFY_DISABLE_TRITON ?= 1
 export WANDB_MODE ?= disabled
 export HF_HUB_OFFLINE ?= 1
 CORES  ?= 2
-TARGET ?= figures/entropy_vs_depth_grid.png figures/recon_summary.png
+TARGET ?= all
 
 .PHONY: venv demo test bench clean
 

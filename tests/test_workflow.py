@@ -62,6 +62,18 @@ def saeflow_status(wd: Path, target: str = "all") -> str:
     return res.stdout
 
 
+def plans_after_edit(wd: Path, rel: str, addition: str) -> dict[str, int]:
+    """Jobs planned after appending `addition` to a file; the file is restored and must plan nothing."""
+    path = wd / rel
+    original = path.read_text()
+    path.write_text(original + addition)
+    try:
+        return planned(wd)
+    finally:
+        path.write_text(original)
+        assert planned(wd) == {}
+
+
 def stat_of(paths) -> dict[str, tuple[int, int]]:
     return {str(p): (p.stat().st_ino, p.stat().st_mtime_ns) for p in paths}
 
@@ -88,8 +100,10 @@ def test_full_dag_runs_figure_exists_manifests_verify(wd):
     arts = list(store.iter_artefacts(wd / "data/store"))
     assert {a.parent.name for a in arts} == {"corpus", "tokenizer", "windows", "lm", "cache", "dict", "recon",
                                              "recon_summary", "entropy", "ctxlen_sweep", "events", "h_pos",
-                                             "locality_plots", "entropy_grid"}
-    for fig in ("recon_summary.png", "entropy_vs_depth_grid.png", "entropy_vs_depth__t__synthetic.png"):
+                                             "locality_plots", "entropy_grid", "probe", "autocorr", "geometry",
+                                             "eval_plots"}
+    for fig in ("recon_summary.png", "entropy_vs_depth_grid.png", "entropy_vs_depth__t__synthetic.png",
+                "probe__t__synthetic.png", "autocorr__t__synthetic.png", "geometry__t__synthetic.png"):
         assert (wd / "figures" / fig).stat().st_size > 10_000
     assert store.verify_store(wd / "data/store") == {}
     for a in arts:
@@ -147,22 +161,24 @@ def test_edit_recon_script_reruns_only_recon_and_descendants(wd):
 
 
 def test_edit_module_only_recon_imports(wd):
-    module = wd / "src/saeflow/bootstrap.py"
+    module = wd / "src/saeflow/recon.py"
     original = module.read_text()
     module.write_text(original + "\n_EDITED = True\n")
     assert planned(wd) == RECON_DOWN
-    assert saeflow_status(wd).count("code changed: saeflow.bootstrap") == 3
+    assert saeflow_status(wd).count("code changed: saeflow.recon") == 3
     module.write_text(original)
     assert planned(wd) == {}
+
+
+def test_edit_probe_script_reruns_only_probe_and_its_figures(wd):
+    # eval_plots draws the probe, autocorrelation and geometry figures: its three exports are re-copied.
+    assert plans_after_edit(wd, "workflow/scripts/probe.py", "\nprint('probe script edited')\n") == {
+        "probe": 1, "eval_plots": 1, "export_figure": 3, "all": 1}
 
 
 def test_plotting_fix_reruns_no_computation(wd):
-    module = wd / "src/saeflow/influence_figures.py"
-    original = module.read_text()
-    module.write_text(original + "\n_PLOT_FIX = 1\n")
-    assert planned(wd) == {"locality_plots": 1, "entropy_grid": 1, "export_figure": 2, "all": 1}
-    module.write_text(original)
-    assert planned(wd) == {}
+    assert plans_after_edit(wd, "src/saeflow/influence_figures.py", "\n_PLOT_FIX = 1\n") == {
+        "locality_plots": 1, "entropy_grid": 1, "export_figure": 2, "all": 1}
 
 
 def test_comment_only_edit_of_module_every_step_imports(wd):
@@ -186,7 +202,7 @@ def test_changing_k_reruns_training_and_descendants_only(wd):
     # topk is also the dictionary of the influence analyses: they rerun too; the cache does not.
     assert planned(wd) == {"train_dict": 1, "recon": 1, "recon_summary": 1, "entropy_vs_depth": 1, "ctxlen_sweep": 1,
                            "top_contexts": 1, "h_pos": 1, "locality_plots": 1, "entropy_grid": 1,
-                           "export_figure": 3, "all": 1}
+                           "probe": 1, "autocorr": 1, "geometry": 1, "eval_plots": 1, "export_figure": 6, "all": 1}
     report = saeflow_status(wd)
     assert "params changed: k" in report and "upstream will run: dict" in report
     cfg_path.write_text(original)
@@ -198,7 +214,7 @@ def test_store_copied_to_fresh_clone_does_nothing(wd, tmp_path):
     # Plain copies: every mtime is new, and no .snakemake metadata comes along.
     shutil.copytree(wd / "data", fresh / "data", copy_function=shutil.copy)
     # No computation; only the figures are copied to their fixed paths.
-    assert planned(fresh) == {"export_figure": 3, "all": 1}
+    assert planned(fresh) == {"export_figure": 6, "all": 1}
     shutil.copytree(wd / "figures", fresh / "figures", copy_function=shutil.copy)
     assert planned(fresh) == {}
 

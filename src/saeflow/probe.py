@@ -228,6 +228,7 @@ def probe_figure(df_by_task, path, title: str) -> None:
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax.grid(alpha=0.3)
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    # Below the axes: with several layers and dictionaries an inside legend hides the curves.
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     _save(fig, path)
     plt.close(fig)

@@ -22,6 +22,8 @@ from saeflow.plan import build_plan  # noqa: E402
 
 def big_config(n_presets=2, n_datasets=2, n_layers=10, n_dicts=25) -> dict:
     c = yaml.safe_load((ROOT / "tests/configs/tiny.yaml").read_text())
+    for section in ("influence", "probe", "autocorr", "geometry"):  # a dictionary grid: dict + recon nodes
+        c.pop(section, None)
     c["datasets"] = {f"syn{i}": {"source": "synthetic", "n_docs": 100, "seed": i} for i in range(n_datasets)}
     c["dictionaries"] = {f"d{i}": {"kind": "sparsify-topk", "k": 4 + i} for i in range(n_dicts)}
     base = c["presets"]["t"]

@@ -71,3 +71,15 @@ def test_node_key_depends_on_every_part():
         assert keys.node_key(**{**base, field: value}) != k
     # Key order in params does not matter (canonical JSON).
     assert keys.node_key(**{**base, "params": {"b": 2, "a": 1}}) == keys.node_key(**{**base, "params": {"a": 1, "b": 2}})
+
+
+def test_job_recomputes_fingerprint_and_rejects_code_changed_after_planning():
+    from saeflow import jobs
+    from saeflow.plan import SCRIPTS
+
+    src = Path(jobs.__file__).resolve().parents[1]
+    fp = keys.Fingerprinter(src).fingerprint(src.parent / SCRIPTS["recon"])
+    node = {"step": "recon", "key": "k" * 20, "code_digest": fp["digest"]}
+    assert jobs.code_fingerprint(node) == fp and "saeflow.recon" in fp["modules"]
+    with pytest.raises(RuntimeError, match="changed after the DAG was planned"):
+        jobs.code_fingerprint({**node, "code_digest": "0" * 64})

@@ -32,6 +32,7 @@ def start(smk) -> tuple[dict, dict[str, Path], Path]:
 
     torch.set_num_threads(int(threads))
     node = dict(smk.params.node)
+    node["fingerprint"] = code_fingerprint(node)
     inputs = {role: Path(str(smk.input[role])) for role in node["upstream"]}
     logging.getLogger("saeflow").info("step %s key %s labels %s", node["step"], node["key"], node["labels"])
     return node, inputs, Path(str(smk.output[0]))
@@ -47,3 +48,20 @@ def device_of(node: dict) -> str:
             raise RuntimeError(f"node {node['key']} ({node['labels']}) wants device 'cuda' but none is available; "
                                "set the preset's `device: cpu` or run on a GPU node")
     return want
+
+
+def code_fingerprint(node: dict) -> dict:
+    """The step's code fingerprint as it is now, checked against the digest its key was computed from.
+
+    A mismatch means the code changed between planning and running (e.g. an edit while the workflow
+    ran): the artefact would be stored under a key that does not describe its code, so the job fails.
+    """
+    from saeflow.keys import Fingerprinter
+    from saeflow.plan import SCRIPTS
+
+    src = Path(__file__).resolve().parents[1]
+    fp = Fingerprinter(src).fingerprint(src.parent / SCRIPTS[node["step"]])
+    if fp["digest"] != node["code_digest"]:
+        raise RuntimeError(f"the code of step {node['step']} changed after the DAG was planned (key {node['key']}); "
+                           "rerun snakemake so that keys match the code")
+    return fp

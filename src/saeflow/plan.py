@@ -92,8 +92,13 @@ class Node:
     path: str
 
     def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("step", "key", "params", "upstream", "inputs", "labels",
-                                              "fingerprint", "resources", "path")}
+        """What a job receives as its `node` param: the fingerprint enters as the digest the key was
+        computed from; the job recomputes the parts for its manifest and checks them against it
+        (saeflow.jobs.code_fingerprint), so code edited while a workflow runs cannot be stored under a
+        key that does not describe it."""
+        out = {k: getattr(self, k) for k in ("step", "key", "params", "upstream", "inputs", "labels", "path")}
+        out["code_digest"] = self.fingerprint["digest"]
+        return out
 
 
 @dataclass

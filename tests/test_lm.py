@@ -1,5 +1,4 @@
 """Embedded LM: trains (loss falls), saves and reloads bit-identically with its tokenizer."""
-import numpy as np
 import torch
 
 from saeflow import corpus, lm, tokenizer

@@ -143,9 +143,6 @@ class Plan:
     def input_paths(self, key: str) -> dict[str, str]:
         return {role: self.nodes[k].path for role, k in self.nodes[key].upstream.items()}
 
-    def of_step(self, step: str) -> list[Node]:
-        return [n for n in self.nodes.values() if n.step == step]
-
     def ancestors(self, key: str) -> list[Node]:
         """The node and everything upstream of it, upstream first."""
         order, seen = [], set()

@@ -19,7 +19,6 @@ import resource
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from contextlib import contextmanager
@@ -217,9 +216,3 @@ def verify_store(store: Path | str, remove: bool = False) -> dict[str, list[str]
                 shutil.rmtree(d)
     return bad
 
-
-def snakemake_log_setup(log_path) -> None:
-    """Send this process's stdout/stderr to the rule's log file (scripts call it first)."""
-    if log_path:
-        f = open(log_path, "a", buffering=1)
-        sys.stdout = sys.stderr = f

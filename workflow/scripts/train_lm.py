@@ -3,6 +3,7 @@ import json
 import math
 
 import pandas as pd
+import torch
 from safetensors.numpy import load_file
 
 from saeflow import jobs, lm, store
@@ -12,8 +13,6 @@ p = node["params"]
 device = jobs.device_of(node)
 win = load_file(str(inputs["windows"] / "windows.safetensors"))
 splits = store.read_manifest(inputs["windows"])["splits"]
-import torch  # noqa: E402
-
 torch.manual_seed(p["seed"])
 model = lm.build_model(p, inputs["tokenizer"] / "tokenizer", device)
 curve = lm.train_lm(model, win["train_tokens"], win["eval_tokens"], p["steps"], p["batch_size"], p["lr"], p["seed"])

@@ -2,6 +2,7 @@
 # Keys (and so output paths) are computed here at parse time by saeflow.plan; see README and
 # ../shared/spec/architecture.md. Rules live in rules/*.smk and stay thin.
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -25,6 +26,7 @@ validate(config, str(Path(workflow.basedir) / "config" / "schema.yaml"))
 check_semantics(config)
 PLAN = build_plan(config, workflow.basedir)
 STORE = PLAN.store
+DATA = PLAN.data_root
 LOGS = str(Path(STORE).parent / "logs")
 BENCH = str(Path(STORE).parent / "benchmarks")
 FIGURES = config.get("figures_dir", "figures")
@@ -45,14 +47,18 @@ include: "rules/dictionary.smk"
 include: "rules/evals.smk"
 include: "rules/locality.smk"
 include: "rules/figures.smk"
+include: "rules/publish.smk"
+include: "rules/sync.smk"
 
 
 localrules:
     all,
-    export_figure,
+    export,
+    publish_run,
 
 
 rule all:
     input:
         list(PLAN.exports),
+        list(PLAN.published),
     default_target: True

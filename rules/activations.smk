@@ -19,5 +19,6 @@ rule cache_activations:
         mem_mb=res("mem_mb"),
         runtime=res("runtime"),
         gpu=res("gpu"),
+        gpu_mem_mb=res("gpu_mem_mb"),
     script:
         "../workflow/scripts/cache_activations.py"

@@ -19,6 +19,7 @@ rule recon:
         mem_mb=res("mem_mb"),
         runtime=res("runtime"),
         gpu=res("gpu"),
+        gpu_mem_mb=res("gpu_mem_mb"),
     script:
         "../workflow/scripts/recon.py"
 
@@ -41,6 +42,7 @@ rule probe:
         mem_mb=res("mem_mb"),
         runtime=res("runtime"),
         gpu=res("gpu"),
+        gpu_mem_mb=res("gpu_mem_mb"),
     script:
         "../workflow/scripts/probe.py"
 
@@ -63,6 +65,7 @@ rule autocorr:
         mem_mb=res("mem_mb"),
         runtime=res("runtime"),
         gpu=res("gpu"),
+        gpu_mem_mb=res("gpu_mem_mb"),
     script:
         "../workflow/scripts/autocorr.py"
 

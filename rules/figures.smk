@@ -1,4 +1,4 @@
-# Figures: a keyed artefact holds each figure; export copies it to a fixed human path.
+# Figures: a keyed artefact holds each figure; `export` copies a file of an artefact to a fixed human path.
 
 
 rule recon_summary:
@@ -85,15 +85,15 @@ rule eval_plots:
         "../workflow/scripts/eval_plots.py"
 
 
-rule export_figure:
+rule export:
     input:
-        lambda wildcards: ancient(PLAN.exports[f"{FIGURES}/{wildcards.name}"][0]),
+        lambda wildcards: ancient(PLAN.exports[wildcards.path][0]),
     output:
-        f"{FIGURES}/{{name}}",
+        "{path}",
     log:
-        f"{LOGS}/export/{{name}}.log",
+        f"{LOGS}/export/{{path}}.log",
     benchmark:
-        f"{BENCH}/export/{{name}}.tsv"
+        f"{BENCH}/export/{{path}}.tsv"
     conda:
         "../envs/saeflow.yaml"
     threads: 1
@@ -101,8 +101,9 @@ rule export_figure:
         mem_mb=100,
         runtime=5,
     wildcard_constraints:
-        name=r"[A-Za-z0-9_.-]+\.png",
+        # exactly the planned export paths (figures/, data/figures/, data/README.md)
+        path="|".join(re.escape(p) for p in PLAN.exports) or "(?!)",
     params:
-        file=lambda wildcards: PLAN.exports[f"{FIGURES}/{wildcards.name}"][1],
+        file=lambda wildcards: PLAN.exports[wildcards.path][1],
     shell:
         "(cp {input:q}/{params.file:q} {output:q}.tmp && mv {output:q}.tmp {output:q}) > {log:q} 2>&1"

@@ -19,6 +19,7 @@ rule entropy_vs_depth:
         mem_mb=res("mem_mb"),
         runtime=res("runtime"),
         gpu=res("gpu"),
+        gpu_mem_mb=res("gpu_mem_mb"),
     script:
         "../workflow/scripts/entropy_vs_depth.py"
 
@@ -41,6 +42,7 @@ rule ctxlen_sweep:
         mem_mb=res("mem_mb"),
         runtime=res("runtime"),
         gpu=res("gpu"),
+        gpu_mem_mb=res("gpu_mem_mb"),
     script:
         "../workflow/scripts/ctxlen_sweep.py"
 
@@ -63,6 +65,7 @@ rule top_contexts:
         mem_mb=res("mem_mb"),
         runtime=res("runtime"),
         gpu=res("gpu"),
+        gpu_mem_mb=res("gpu_mem_mb"),
     script:
         "../workflow/scripts/top_contexts.py"
 
@@ -85,5 +88,6 @@ rule h_pos:
         mem_mb=res("mem_mb"),
         runtime=res("runtime"),
         gpu=res("gpu"),
+        gpu_mem_mb=res("gpu_mem_mb"),
     script:
         "../workflow/scripts/h_pos.py"

@@ -67,6 +67,8 @@ BAD = [
     (_set("influence", DELETE), ["autocorr", "needs the `influence` section"]),
     (_set("autocorr.density_min", 0.9), ["autocorr.density_min", "density_max"]),
     (_set("geometry.n_permutations", 1), ["geometry.n_permutations", "minimum"]),
+    (lambda c: c["presets"].update(store=c["presets"].pop("t")), ["presets.store", "may not be named", "figures"]),
+    (_set("publish.tags", "sae"), ["publish.tags", "array"]),
 ]
 
 
@@ -96,3 +98,32 @@ def test_bad_config_fails_snakemake_before_any_job(tmp_path):
                          capture_output=True, text=True)
     assert res.returncode != 0 and "bogus" in res.stdout + res.stderr and "resid_post" in res.stdout + res.stderr
 
+
+
+def test_schema_resource_names_are_the_plan_steps():
+    from saeflow.plan import DEFAULT_RESOURCES, GPU_STEPS
+
+    schema = cfg.load_schema()
+    assert set(schema["properties"]["resources"]["propertyNames"]["enum"]) == set(DEFAULT_RESOURCES)
+    per_preset = schema["properties"]["presets"]["additionalProperties"]["properties"]["resources"]
+    assert set(GPU_STEPS) - {"dict", "lm"} <= set(per_preset["propertyNames"]["enum"]) <= set(DEFAULT_RESOURCES)
+
+
+def test_paper_config_validates_and_plans_the_full_grid():
+    paper = cfg.validate(yaml.safe_load((ROOT / "config" / "paper.yaml").read_text()))
+    plan = build_plan(paper, ROOT)
+    steps = [n.step for n in plan.nodes.values()]
+    assert steps.count("hf_model") == 6 and steps.count("publish") == 18
+    # six presets x three datasets x every listed layer, one pretrained dictionary each
+    n_layers = sum(len(p["layers"]) for p in paper["presets"].values())
+    assert steps.count("pretrained") == steps.count("recon") == 3 * n_layers == 228
+    gemma_entropy = [n for n in plan.nodes.values() if n.step == "entropy" and n.labels["preset"] == "gemma-2-2b"]
+    assert gemma_entropy[0].resources["gpu"] == 1 and gemma_entropy[0].resources["gpu_mem_mb"] == 70000
+    # Local copies never enter a key; a pinned revision does.
+    local = copy.deepcopy(paper)
+    local["presets"]["gpt2-small"]["model"]["local_dir"] = "/somewhere/gpt2"
+    local["dictionaries"]["gpt2-v5-32k"]["local_dir"] = "/somewhere/saes"
+    assert set(build_plan(local, ROOT).nodes) == set(plan.nodes)
+    moved = copy.deepcopy(paper)
+    moved["presets"]["gpt2-small"]["model"]["revision"] = "0" * 40
+    assert set(build_plan(moved, ROOT).nodes) != set(plan.nodes)

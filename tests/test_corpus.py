@@ -286,3 +286,58 @@ def test_cut_windows_proportional_to_starts():
     docs = [np.arange(10), np.arange(100)]
     w = corpus.cut_windows(docs, 11, n_windows=46, seed=0, bos_id=0)
     assert (w["doc_idx"] == 1).sum() >= 44
+
+
+def test_window_filter_rejects_markup_and_empty_text():
+    accept = corpus.window_filter(min_alpha_frac=0.5, max_markup_frac=0.2)
+    assert accept("The tower is 324 metres tall and the tallest structure in Paris.")
+    assert not accept(" = = = History = = = \n")
+    assert not accept("   \n\n  ")
+    assert not accept("| 1 | 2 | 3 | 4 | 5 |")
+    assert corpus.window_filter() is None  # trivial bounds: no filtering at all
+
+
+def test_cut_windows_with_filter_samples_only_accepted_windows():
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(0, 10, size=50) for _ in range(20)]
+    accept = lambda body: int(body[0]) % 2 == 0  # noqa: E731
+    w = corpus.cut_windows(docs, 8, 40, seed=3, bos_id=99, accept=accept)
+    assert len(w["tokens"]) == 40 and all(t[1] % 2 == 0 for t in w["tokens"])
+    assert len({(d, s) for d, s in zip(w["doc_idx"], w["start_idx"])}) == 40
+    again = corpus.cut_windows(docs, 8, 40, seed=3, bos_id=99, accept=accept)
+    assert (again["tokens"] == w["tokens"]).all()
+    # Without a filter the sampling is exactly the unfiltered one.
+    assert (corpus.cut_windows(docs, 8, 40, seed=3, bos_id=99)["tokens"]
+            == corpus.cut_windows(docs, 8, 40, seed=3, bos_id=99, accept=None)["tokens"]).all()
+    with pytest.raises(ValueError, match="window_filter"):
+        corpus.cut_windows(docs, 8, 40, seed=3, bos_id=99, accept=lambda body: False)
+
+
+def test_group_rows_by_article_start_and_by_count():
+    D = corpus.Document
+    rows = [D(0, "a.parquet:0", " = T = \n", -1), D(1, "a.parquet:1", "Line one.\n", -1),
+            D(2, "a.parquet:2", " = = Sub = = \n", -1), D(3, "a.parquet:3", " = U = \n", -1),
+            D(4, "a.parquet:4", "More.\n", -1), D(5, "b.parquet:0", "Other.\n", -1)]
+    out = corpus.group_rows(rows, doc_start_pattern=r"^ = [^=]")
+    assert [(d.doc_id, d.source, d.text) for d in out] == [
+        (0, "a.parquet:0", " = T = \nLine one.\n = = Sub = = \n"), (1, "a.parquet:3", " = U = \nMore.\n"),
+        (2, "b.parquet:0", "Other.\n")]
+    pairs = corpus.group_rows(rows, rows_per_doc=2)
+    assert [d.text for d in pairs] == [" = T = \n\n\nLine one.\n", " = = Sub = = \n\n\n = U = \n", "More.\n", "Other.\n"]
+    assert corpus.group_rows(rows) is rows
+
+
+def test_load_hf_documents_data_files_json_lines_and_joined_columns(tmp_path):
+    (tmp_path / "data/python").mkdir(parents=True)
+    (tmp_path / "data/python/data.json").write_text(
+        json.dumps({"content": "def f():\n    return 1\n", "lang": "py"}) + "\n" + json.dumps({"content": " ", "lang": "py"}) + "\n")
+    (tmp_path / "data/go").mkdir()
+    (tmp_path / "data/go/data.json").write_text(json.dumps({"content": "package main", "lang": "go"}) + "\n")
+    docs = corpus.load_hf_documents("a/b", "0" * 40, "train", text_column="content", local_dir=str(tmp_path),
+                                    data_files="data/python/*.json")
+    assert [(d.source, d.text) for d in docs] == [("data/python/data.json:0", "def f():\n    return 1\n")]
+    docs = corpus.load_hf_documents("a/b", "0" * 40, "train", text_column=["lang", "content"], local_dir=str(tmp_path),
+                                    data_files="data/go/*")
+    assert docs[0].text == "go\npackage main"
+    with pytest.raises(ValueError, match="data_files"):
+        corpus.load_hf_documents("a/b", "0" * 40, "train", local_dir=str(tmp_path), data_files="nope/*")

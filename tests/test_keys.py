@@ -79,7 +79,9 @@ def test_job_recomputes_fingerprint_and_rejects_code_changed_after_planning():
 
     src = Path(jobs.__file__).resolve().parents[1]
     fp = keys.Fingerprinter(src).fingerprint(src.parent / SCRIPTS["recon"])
-    node = {"step": "recon", "key": "k" * 20, "code_digest": fp["digest"]}
+    node = {"step": "recon", "key": "k" * 20, "code_digest": fp["digest"], "script": SCRIPTS["recon"]}
     assert jobs.code_fingerprint(node) == fp and "saeflow.recon" in fp["modules"]
+    # The planner and the config checks are not part of any step's code: editing them reruns nothing.
+    assert not {"saeflow.plan", "saeflow.config"} & set(fp["modules"])
     with pytest.raises(RuntimeError, match="changed after the DAG was planned"):
         jobs.code_fingerprint({**node, "code_digest": "0" * 64})

@@ -5,6 +5,7 @@ once, then every rerun property of spec/architecture.md is checked against it.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -21,16 +22,16 @@ from saeflow import store
 
 pytestmark = pytest.mark.workflow
 ROOT = Path(__file__).resolve().parents[1]
-COPY = ["Snakefile", "rules", "workflow", "src/saeflow", "config", "envs", "profiles", "tests/configs"]
+COPY = ["Snakefile", "DATASET.md", "rules", "workflow", "src/saeflow", "config", "envs", "profiles", "tests/configs"]
 CONFIG = "tests/configs/tiny.yaml"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "SPARSIFY_DISABLE_TRITON": "1",
        "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--configfile", CONFIG]
 
 
-def copy_workflow(dst: Path) -> Path:
+def copy_workflow(dst: Path, root: Path = ROOT) -> Path:
     for rel in COPY:
-        src = ROOT / rel
+        src = root / rel
         if src.is_dir():
             shutil.copytree(src, dst / rel, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:
@@ -82,8 +83,10 @@ def files_of(wd: Path, step: str) -> list[Path]:
     return sorted(p for p in (wd / "data/store" / step).rglob("*") if p.is_file())
 
 
-EXPORTS = {"export_figure": 1, "all": 1}
-RECON_DOWN = {"recon": 3, "recon_summary": 1, **EXPORTS}
+# recon_summary.png goes to figures/ and data/figures/; the dataset card to data/README.md.
+EXPORTS = {"export": 3, "all": 1}
+PUBLISH = {"publish": 1, "publish_run": 1, "dataset_card": 1}
+RECON_DOWN = {"recon": 3, "recon_summary": 1, **PUBLISH, **EXPORTS}
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +104,7 @@ def test_full_dag_runs_figure_exists_manifests_verify(wd):
     assert {a.parent.name for a in arts} == {"corpus", "tokenizer", "windows", "lm", "cache", "dict", "recon",
                                              "recon_summary", "entropy", "ctxlen_sweep", "events", "h_pos",
                                              "locality_plots", "entropy_grid", "probe", "autocorr", "geometry",
-                                             "eval_plots"}
+                                             "eval_plots", "publish", "card"}
     for fig in ("recon_summary.png", "entropy_vs_depth_grid.png", "entropy_vs_depth__t__synthetic.png",
                 "probe__t__synthetic.png", "autocorr__t__synthetic.png", "geometry__t__synthetic.png"):
         assert (wd / "figures" / fig).stat().st_size > 10_000
@@ -123,6 +126,28 @@ def test_second_run_does_nothing(wd):
     assert planned(wd) == {}
     res = run(wd)
     assert "Nothing to be done" in res.stdout + res.stderr
+
+
+def test_published_tree_and_card(wd):
+    runs = sorted((wd / "data/t/synthetic").glob("2*"))
+    assert len(runs) == 1
+    run_dir = runs[0]
+    rc = json.loads((run_dir / "run_config.json").read_text())
+    assert rc["preset"] == "t" and rc["layers"] == [1] and rc["timestamp"] == run_dir.name
+    assert (run_dir / "bench.json").is_file() and (run_dir / "entropy_comparison_resid_post_layer1.parquet").is_file()
+    assert (run_dir / "h_pos/layer1/ctx8.parquet").is_file() and (run_dir / "recon/topk_layer1/metrics.json").is_file()
+    for fig in ("entropy_vs_depth_grid.png", "entropy_vs_depth__t__synthetic.png", "recon_summary.png"):
+        assert (wd / "data/figures" / fig).read_bytes() == (wd / "figures" / fig).read_bytes()
+    card = (wd / "data/README.md").read_text()
+    front = yaml.safe_load(card.split("---\n")[1])
+    assert {"entropy_features", "h_pos", "recon_per_sequence"} <= {c["config_name"] for c in front["configs"]}
+    assert f"| t | synthetic | {run_dir.name} | `{rc['publish_key']}` |" in card
+    # Re-publishing an unchanged result (marker lost, e.g. after a pull) keeps its timestamp.
+    marker = wd / "data/t/synthetic/.published" / f"{rc['publish_key']}.json"
+    marker.unlink()
+    assert planned(wd) == {"publish_run": 1, "all": 1}
+    run(wd)
+    assert sorted((wd / "data/t/synthetic").glob("2*")) == runs and marker.is_file()
 
 
 def test_touch_everything_does_nothing(wd):
@@ -171,14 +196,15 @@ def test_edit_module_only_recon_imports(wd):
 
 
 def test_edit_probe_script_reruns_only_probe_and_its_figures(wd):
-    # eval_plots draws the probe, autocorrelation and geometry figures: its three exports are re-copied.
+    # eval_plots draws the probe, autocorrelation and geometry figures: its three exports (to figures/
+    # and data/figures/) are re-copied, and the run is re-published.
     assert plans_after_edit(wd, "workflow/scripts/probe.py", "\nprint('probe script edited')\n") == {
-        "probe": 1, "eval_plots": 1, "export_figure": 3, "all": 1}
+        "probe": 1, "eval_plots": 1, **PUBLISH, "export": 7, "all": 1}
 
 
 def test_plotting_fix_reruns_no_computation(wd):
     assert plans_after_edit(wd, "src/saeflow/influence_figures.py", "\n_PLOT_FIX = 1\n") == {
-        "locality_plots": 1, "entropy_grid": 1, "export_figure": 2, "all": 1}
+        "locality_plots": 1, "entropy_grid": 1, **PUBLISH, "export": 5, "all": 1}
 
 
 def test_comment_only_edit_of_module_every_step_imports(wd):
@@ -202,7 +228,8 @@ def test_changing_k_reruns_training_and_descendants_only(wd):
     # topk is also the dictionary of the influence analyses: they rerun too; the cache does not.
     assert planned(wd) == {"train_dict": 1, "recon": 1, "recon_summary": 1, "entropy_vs_depth": 1, "ctxlen_sweep": 1,
                            "top_contexts": 1, "h_pos": 1, "locality_plots": 1, "entropy_grid": 1,
-                           "probe": 1, "autocorr": 1, "geometry": 1, "eval_plots": 1, "export_figure": 6, "all": 1}
+                           "probe": 1, "autocorr": 1, "geometry": 1, "eval_plots": 1, **PUBLISH, "export": 13,
+                           "all": 1}
     report = saeflow_status(wd)
     assert "params changed: k" in report and "upstream will run: dict" in report
     cfg_path.write_text(original)
@@ -210,11 +237,11 @@ def test_changing_k_reruns_training_and_descendants_only(wd):
 
 
 def test_store_copied_to_fresh_clone_does_nothing(wd, tmp_path):
-    fresh = copy_workflow(tmp_path / "fresh")
+    fresh = copy_workflow(tmp_path / "fresh", root=wd)  # the same code (the checkout may change meanwhile)
     # Plain copies: every mtime is new, and no .snakemake metadata comes along.
     shutil.copytree(wd / "data", fresh / "data", copy_function=shutil.copy)
     # No computation; only the figures are copied to their fixed paths.
-    assert planned(fresh) == {"export_figure": 6, "all": 1}
+    assert planned(fresh) == {"export": 6, "all": 1}
     shutil.copytree(wd / "figures", fresh / "figures", copy_function=shutil.copy)
     assert planned(fresh) == {}
 

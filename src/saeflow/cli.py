@@ -2,6 +2,11 @@
 
     saeflow status [TARGET] [--configfile F]   which nodes are present, which would run, and why
     saeflow verify [--remove] [--store DIR]    re-hash every artefact against its manifest
+    saeflow sync push --repo USER/NAME [--data data] [--prune] [--dry-run]
+                                               upload to a Hugging Face dataset what it lacks
+    saeflow sync pull --repo USER/NAME [--data data] [--all | --configfile F] [--published]
+                                               install store artefacts from it, verified and atomically
+                                               (`--remote-dir DIR` instead of --repo: a plain directory)
 
 Start-up stays light (no torch / sae_lens imports): it only parses the config and computes keys.
 """
@@ -119,7 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     ve = sub.add_parser("verify", help="re-hash the store against manifests")
     ve.add_argument("--store", default="data/store")
     ve.add_argument("--remove", action="store_true", help="delete corrupt artefacts and leftover temp dirs")
+    _add_sync_parser(sub)
     args = ap.parse_args(argv)
+    if args.cmd == "sync":
+        return sync_command(args)
     if args.cmd == "status":
         workdir = Path(args.workdir).resolve()
         try:
@@ -140,6 +148,100 @@ def main(argv: list[str] | None = None) -> int:
     n = sum(1 for _ in store.iter_artefacts(args.store))
     print(f"{n} artefacts intact, {len(bad)} corrupt")
     return 1 if bad else 0
+
+
+def _add_sync_parser(sub) -> None:
+    sy = sub.add_parser("sync", help="push data/ to / pull store artefacts from a Hugging Face dataset repo")
+    ssub = sy.add_subparsers(dest="sync_cmd", required=True)
+    for name, text in (("push", "upload what the remote lacks or has different (one commit per batch)"),
+                       ("pull", "install remote store artefacts, verified against their manifests")):
+        p = ssub.add_parser(name, help=text)
+        where = p.add_mutually_exclusive_group(required=True)
+        where.add_argument("--repo", help="Hugging Face dataset repo USER/NAME (endpoint: HF_ENDPOINT)")
+        where.add_argument("--remote-dir", help="a plain directory laid out like the repo, instead of --repo")
+        p.add_argument("--data", default="data", help="local data directory (the store is DATA/store)")
+        p.add_argument("--revision", default="main")
+        p.add_argument("--token-env", default="HF_TOKEN",
+                       help="environment variable holding the token (unset: the huggingface_hub default login)")
+        p.add_argument("--no-xet", action="store_true", help="upload with the plain LFS protocol, not Xet")
+        if name == "push":
+            p.add_argument("--prune", action="store_true", help="delete remote files under data/ that are not local")
+            p.add_argument("--dry-run", action="store_true", help="list what would change, touch nothing")
+            p.add_argument("--batch-size", type=int, default=50, help="files per commit")
+            p.add_argument("--private", action="store_true", help="create the repo private if it does not exist")
+        else:
+            which = p.add_mutually_exclusive_group()
+            which.add_argument("--all", action="store_true", help="every artefact on the remote")
+            which.add_argument("--configfile", action="append", default=[],
+                               help="pull the nodes planned by this config (default: config/config.yaml)")
+            p.add_argument("--workdir", default=".", help="workflow directory, for planning keys")
+            p.add_argument("--published", action="store_true", help="also pull the published tree and the card")
+            p.add_argument("--overwrite-published", action="store_true",
+                           help="replace published files that differ locally (default: keep them)")
+
+
+def sync_command(args) -> int:
+    """`saeflow sync push|pull`. The token is read from the environment and never printed: every message
+    that leaves this function has it masked."""
+    import os
+
+    from saeflow import sync
+
+    token = os.environ.get(args.token_env) or None
+
+    def clean(text: str) -> str:
+        return text.replace(token, "<token>") if token else text
+
+    def say(msg: str, err: bool = False) -> None:
+        print(clean(msg), file=sys.stderr if err else sys.stdout, flush=True)
+
+    if args.remote_dir:
+        remote = sync.LocalDirRemote(args.remote_dir)
+    else:
+        private = True if getattr(args, "private", False) else None
+        remote = sync.HubRemote(args.repo, token=token, revision=args.revision,
+                                use_xet=False if args.no_xet else None, private=private)
+    try:
+        if args.sync_cmd == "push":
+            rep = sync.push(args.data, remote, prune=args.prune, dry_run=args.dry_run, batch_size=args.batch_size,
+                            progress=say)
+            if args.dry_run:
+                for p in rep["upload"]:
+                    say(f"would upload {p}")
+                for p in rep["delete"]:
+                    say(f"would delete {p}")
+            for art, why in sorted(rep["skipped"].items()):
+                say(f"not pushed (corrupt or incomplete locally): {args.data}/{art}: {why}", err=True)
+            verb = "would upload" if args.dry_run else "uploaded"
+            n_up = len(rep["upload"]) if args.dry_run else rep["uploaded"]
+            n_del = len(rep["delete"]) if args.dry_run else rep["deleted"]
+            say(f"{remote.describe()}: {verb} {n_up} files, {'would delete' if args.dry_run else 'deleted'} "
+                f"{n_del}, {rep['unchanged']} unchanged, {rep['commits']} commits")
+            return 1 if rep["skipped"] else 0
+        keys = None
+        if not args.all:
+            workdir = Path(args.workdir).resolve()
+            keys = set(load_plan(args.configfile, workdir).nodes)
+        rep = sync.pull(args.data, remote, keys=keys, published=args.published,
+                        overwrite_published=args.overwrite_published, progress=say)
+        for name, why in sorted(rep.rejected.items()):
+            say(f"rejected {name}: {why}", err=True)
+        for path, why in sorted(rep.ignored.items()):
+            say(f"ignored remote file {path}: {why}", err=True)
+        for rel in rep.kept_local:
+            say(f"kept local {args.data}/{rel} (differs from the remote; --overwrite-published replaces it)")
+        say(f"{remote.describe()}: pulled {len(rep.pulled)} artefacts, {len(rep.present)} already present, "
+            f"{len(rep.rejected)} rejected, {len(rep.incomplete_remote)} incomplete on the remote"
+            + (f", {len(rep.missing)} planned not on the remote" if keys is not None else "")
+            + (f"; published files: {len(rep.published)} pulled, {len(rep.published_present)} present"
+               if args.published else ""))
+        return 1 if rep.rejected else 0
+    except cfg.ConfigError as e:
+        say(f"error: {e}", err=True)
+        return 2
+    except Exception as e:  # noqa: BLE001 - one line, token masked, instead of a traceback
+        say(f"error: sync {args.sync_cmd} failed: {type(e).__name__}: {e}", err=True)
+        return 1
 
 
 if __name__ == "__main__":

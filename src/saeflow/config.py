@@ -78,35 +78,58 @@ def _require(cond: bool, key: str, msg: str) -> None:
         raise ConfigError(f"config key '{key}': {msg}")
 
 
+RESERVED_PRESET_NAMES = {"store", "logs", "benchmarks", "figures"}
+
+
+def influence_dictionary(config: dict, pname: str) -> str:
+    """The dictionary of a preset's influence analyses: its `influence_dictionary`, else
+    `influence.dictionary`, else its first SAE (not a transcoder)."""
+    preset = config["presets"][pname]
+    chosen = preset.get("influence_dictionary") or (config.get("influence") or {}).get("dictionary")
+    if chosen:
+        return chosen
+    saes = [d for d in preset["dictionaries"] if config["dictionaries"].get(d, {}).get("kind") not in TRANSCODER_KINDS]
+    _require(bool(saes), f"presets.{pname}.dictionaries", "the influence analyses need an SAE (not a transcoder)")
+    return saes[0]
+
+
 def check_semantics(config: dict) -> None:
     """Cross-field checks the schema cannot express."""
     datasets = config["datasets"]
     dicts = config["dictionaries"]
     for pname, preset in config["presets"].items():
+        # data/<preset>/ of the published tree sits beside these directories
+        _require(pname not in RESERVED_PRESET_NAMES, f"presets.{pname}",
+                 f"{pname!r} is a directory of data/; a preset may not be named {', '.join(sorted(RESERVED_PRESET_NAMES))}")
         model = preset["model"]
         n_layers = model.get("n_layers", 4)
         d_model = model.get("d_model", 128)
-        _require(model["train_dataset"] in datasets, f"presets.{pname}.model.train_dataset",
-                 f"unknown dataset {model['train_dataset']!r}; allowed values: {', '.join(datasets)}")
+        embedded = model["source"] == "embedded"
+        if embedded:
+            _require(model["train_dataset"] in datasets, f"presets.{pname}.model.train_dataset",
+                     f"unknown dataset {model['train_dataset']!r}; allowed values: {', '.join(datasets)}")
+            _require(d_model % model.get("n_heads", 4) == 0, f"presets.{pname}.model.n_heads",
+                     f"must divide d_model={d_model}")
         for layer in preset["layers"]:
             _require(0 <= layer < n_layers, f"presets.{pname}.layers",
                      f"layer {layer} is outside the model; allowed values: 0..{n_layers - 1}")
         for ds in preset["datasets"]:
             _require(ds in datasets, f"presets.{pname}.datasets",
                      f"unknown dataset {ds!r}; allowed values: {', '.join(datasets)}")
-        _require(d_model % model.get("n_heads", 4) == 0, f"presets.{pname}.model.n_heads",
-                 f"must divide d_model={d_model}")
         for dname in preset["dictionaries"]:
             _require(dname in dicts, f"presets.{pname}.dictionaries",
                      f"unknown dictionary {dname!r}; allowed values: {', '.join(dicts)}")
             spec = dicts[dname]
-            d_sae = spec.get("expansion", 8) * d_model
-            _require(spec["k"] < d_sae, f"dictionaries.{dname}.k",
-                     f"k={spec['k']} must be < d_sae={d_sae} (expansion x d_model of preset {pname})")
+            if spec["kind"] != "pretrained":
+                d_sae = spec.get("expansion", 8) * d_model
+                _require(spec["k"] < d_sae, f"dictionaries.{dname}.k",
+                         f"k={spec['k']} must be < d_sae={d_sae} (expansion x d_model of preset {pname})")
         inf = config.get("influence")
         if inf:
-            _require(inf["dictionary"] in preset["dictionaries"], "influence.dictionary",
-                     f"{inf['dictionary']!r} is not among presets.{pname}.dictionaries; allowed values: "
+            chosen = influence_dictionary(config, pname)
+            where = f"presets.{pname}.influence_dictionary" if preset.get("influence_dictionary") else "influence.dictionary"
+            _require(chosen in preset["dictionaries"], where,
+                     f"{chosen!r} is not among presets.{pname}.dictionaries; allowed values: "
                      f"{', '.join(preset['dictionaries'])}")
             ctx_len = config["windows"]["ctx_len"]
             _require(max(inf["ctx_lens"]) <= ctx_len, "influence.ctx_lens",
@@ -119,9 +142,9 @@ def check_semantics(config: dict) -> None:
             _require(dname in dicts and dicts[dname]["kind"] not in TRANSCODER_KINDS, "probe.dictionaries",
                      f"{dname!r} must name an SAE dictionary; allowed values: "
                      f"{', '.join(d for d, s in dicts.items() if s['kind'] not in TRANSCODER_KINDS)}")
-            for pname, preset in config["presets"].items():
-                _require(dname in preset["dictionaries"], "probe.dictionaries",
-                         f"{dname!r} is not among presets.{pname}.dictionaries; allowed values: {', '.join(preset['dictionaries'])}")
+            listed = sorted({d for p in config["presets"].values() for d in p["dictionaries"]})
+            _require(dname in listed, "probe.dictionaries",
+                     f"{dname!r} is not listed by any preset; allowed values: {', '.join(listed)}")
     for section in ("autocorr", "geometry"):
         _require(not config.get(section) or bool(config.get("influence")), section,
                  "needs the `influence` section (it uses influence.dictionary and the H_pos results)")

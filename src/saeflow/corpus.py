@@ -283,6 +283,7 @@ def load_hf_documents(
     local_dir: str | None = None,
     max_docs: int | None = None,
     config: str | None = None,
+    data_files: str | None = None,
 ) -> list[Document]:
     """Documents of one split of a Hugging Face dataset stored as Parquet files.
 
@@ -295,6 +296,9 @@ def load_hf_documents(
     the split's files span more than one. Files are read in path order, rows in file order; rows whose text is empty or only
     whitespace are skipped. source = "<relative path>:<row>", label = int(label_column) or -1.
     Missing columns, splits or configs raise ValueError naming what is available.
+    `text_column` may be a list: the columns are joined with a newline (e.g. gsm8k question and answer).
+    `data_files` (a glob relative to the repo root, e.g. "data/python/*.json") selects the files instead of
+    the split name; Parquet and JSON-lines (.json / .jsonl) files are read.
     """
     import pyarrow.parquet as pq
 
@@ -305,9 +309,13 @@ def load_hf_documents(
         from huggingface_hub import snapshot_download
 
         local_dir = snapshot_download(
-            repo_id=repo, repo_type="dataset", revision=revision, allow_patterns=["*.parquet", "**/*.parquet"]
+            repo_id=repo, repo_type="dataset", revision=revision,
+            allow_patterns=[data_files] if data_files else ["*.parquet", "**/*.parquet"]
         )
     root = pathlib.Path(local_dir)
+    text_columns = [text_column] if isinstance(text_column, str) else list(text_column)
+    if data_files:
+        return _load_data_files(root, data_files, text_columns, label_column, max_docs)
     # snapshot_download(local_dir=...) keeps its metadata under .cache/; the hub cache itself lives under
     # ~/.cache, so only the part of the path inside root is checked.
     rels = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.parquet"))
@@ -324,7 +332,7 @@ def load_hf_documents(
     configs = sorted({named[rel][0] for rel in files})
     if len(configs) > 1:
         raise ValueError(f"config: split {split!r} exists in several configs, choose one of {configs}")
-    columns = [text_column] + ([label_column] if label_column else [])
+    columns = text_columns + ([label_column] if label_column else [])
     docs: list[Document] = []
     for rel in files:
         pf = pq.ParquetFile(root / rel)
@@ -336,7 +344,7 @@ def load_hf_documents(
             )
         row = 0
         for batch in pf.iter_batches(columns=columns):
-            texts = batch.column(text_column).to_pylist()
+            texts = _joined(batch.column(c).to_pylist() for c in text_columns)
             labels = batch.column(label_column).to_pylist() if label_column else [-1] * len(texts)
             for text, label in zip(texts, labels):
                 if text is not None and text.strip():
@@ -345,6 +353,70 @@ def load_hf_documents(
                         return docs
                 row += 1
     return docs
+
+
+def _joined(columns) -> list:
+    """Row-wise newline join of text columns (None when any part is None)."""
+    cols = list(columns)
+    return [None if any(v is None for v in vals) else "\n".join(vals) for vals in zip(*cols)]
+
+
+def _load_data_files(root: pathlib.Path, pattern: str, text_columns: list[str], label_column: str | None,
+                     max_docs: int | None) -> list[Document]:
+    """Documents of the files under root matching `pattern` (Parquet or JSON lines), in path order."""
+    import fnmatch
+
+    import pandas as pd
+
+    rels = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    files = [r for r in rels if fnmatch.fnmatch(r, pattern) and not r.startswith(".cache/")]
+    if not files:
+        raise ValueError(f"data_files: no file under {root} matches {pattern!r}")
+    columns = text_columns + ([label_column] if label_column else [])
+    docs: list[Document] = []
+    for rel in files:
+        df = pd.read_parquet(root / rel) if rel.endswith(".parquet") else pd.read_json(root / rel, lines=True)
+        missing = [c for c in columns if c not in df.columns]
+        if missing:
+            raise ValueError(f"text_column/label_column: column(s) {missing} not in {rel}; available columns: "
+                             f"{list(df.columns)}")
+        texts = _joined(df[c].tolist() for c in text_columns)
+        labels = df[label_column].tolist() if label_column else [-1] * len(texts)
+        for row, (text, label) in enumerate(zip(texts, labels)):
+            if text is not None and text.strip():
+                docs.append(Document(len(docs), f"{rel}:{row}", text, int(label)))
+                if max_docs is not None and len(docs) >= max_docs:
+                    return docs
+    return docs
+
+
+def group_rows(docs: list[Document], rows_per_doc: int = 1, doc_start_pattern: str | None = None) -> list[Document]:
+    """Join consecutive rows of the same file into documents, so windows can span them.
+
+    doc_start_pattern (a regex): a new document starts at each row that matches it (wikitext stores one
+    line per row and an article starts at its ` = Title = ` row); rows_per_doc: at most this many rows per
+    document (e.g. 8 gsm8k problems). Rows are joined without a separator when a pattern is given (the rows
+    keep their own newlines), else with a blank line. Labels must agree within a document (else -1).
+    """
+    if rows_per_doc == 1 and doc_start_pattern is None:
+        return docs
+    start = re.compile(doc_start_pattern) if doc_start_pattern else None
+    groups: list[list[Document]] = []
+    for d in docs:
+        file = d.source.rsplit(":", 1)[0]
+        g = groups[-1] if groups else None
+        new = (g is None or g[0].source.rsplit(":", 1)[0] != file or len(g) >= rows_per_doc > 1
+               or (start is not None and start.match(d.text) is not None))
+        if new:
+            groups.append([d])
+        else:
+            g.append(d)
+    sep = "" if start is not None else "\n\n"
+    out = []
+    for g in groups:
+        labels = {r.label for r in g}
+        out.append(Document(len(out), g[0].source, sep.join(r.text for r in g), labels.pop() if len(labels) == 1 else -1))
+    return out
 
 
 # ------------------------------------------------------------------------------------- splits, windows
@@ -365,14 +437,40 @@ def split_documents(n_docs: int, eval_fraction: float, seed: int) -> tuple[np.nd
     return np.sort(perm[n_eval:]).astype(np.int64), np.sort(perm[:n_eval]).astype(np.int64)
 
 
+MARKUP_CHARS = frozenset("=<>[]{}|#*_\\@")
+
+
+def window_filter(min_alpha_frac: float = 0.0, max_markup_frac: float = 1.0):
+    """Acceptance test of a window's text (the seed project's per-dataset window filters): reject text that
+    is empty or whitespace, has fewer than `min_alpha_frac` letters among its non-space characters, or more
+    than `max_markup_frac` markup characters (MARKUP_CHARS: wiki headings, HTML, tables). None when both
+    bounds are trivial, so unfiltered datasets sample exactly as before."""
+    if min_alpha_frac <= 0 and max_markup_frac >= 1:
+        return None
+
+    def accept(text: str) -> bool:
+        chars = [c for c in text if not c.isspace()]
+        if not chars:
+            return False
+        alpha = sum(c.isalpha() for c in chars) / len(chars)
+        markup = sum(c in MARKUP_CHARS for c in chars) / len(chars)
+        return alpha >= min_alpha_frac and markup <= max_markup_frac
+
+    return accept
+
+
 def cut_windows(
-    token_docs: list[np.ndarray], ctx_len: int, n_windows: int, seed: int, bos_id: int
+    token_docs: list[np.ndarray], ctx_len: int, n_windows: int, seed: int, bos_id: int, accept=None
 ) -> dict[str, np.ndarray]:
     """`n_windows` distinct windows [bos_id] + doc[start : start + ctx_len - 1], sampled from `seed`.
 
     Every (document, start) pair with a full window is equally likely, i.e. documents are drawn in
     proportion to their number of valid starts and the start uniformly; documents shorter than ctx_len - 1
     tokens give none. No pair is drawn twice; asking for more windows than pairs exist raises ValueError.
+    `accept(body_tokens) -> bool` (optional) rejects windows: a seeded random sample of candidate pairs is
+    drawn without replacement, in random order, and its first `n_windows` accepted pairs are kept (a
+    uniform sample of the accepted pairs); if too few pass, a 4x larger sample is drawn, up to all pairs,
+    and then ValueError.
     Returns int64 arrays sorted by (doc_idx, start_idx): "tokens" [n, ctx_len], "doc_idx" [n] and
     "start_idx" [n] (offset in its document of the first non-BOS token).
     """
@@ -390,8 +488,11 @@ def cut_windows(
         )
     # Sampling flat pair indices without replacement is exactly "doc by weight, then uniform start", minus
     # duplicates; sorting them sorts by (doc, start). Generator.choice uses Floyd's method for large totals.
-    flat = np.sort(np.random.default_rng(seed).choice(total, size=n_windows, replace=False))
     offsets = np.concatenate([[0], np.cumsum(n_starts)])
+    if accept is None:
+        flat = np.sort(np.random.default_rng(seed).choice(total, size=n_windows, replace=False))
+    else:
+        flat = _accepted_pairs(token_docs, offsets, body, total, n_windows, seed, accept)
     doc_idx = np.searchsorted(offsets, flat, side="right") - 1
     start_idx = flat - offsets[doc_idx]
     tokens = np.empty((n_windows, ctx_len), dtype=np.int64)
@@ -401,3 +502,23 @@ def cut_windows(
         view = np.lib.stride_tricks.sliding_window_view(np.asarray(token_docs[d]), body)
         tokens[i : i + c, 1:] = view[start_idx[i : i + c]]
     return {"tokens": tokens, "doc_idx": doc_idx.astype(np.int64), "start_idx": start_idx.astype(np.int64)}
+
+
+def _accepted_pairs(token_docs, offsets, body, total, n_windows, seed, accept) -> np.ndarray:
+    """Sorted flat pair indices of the first n_windows accepted candidates of a seeded random sample of
+    2 * n_windows pairs (then 4x larger samples): a filter that keeps most windows costs ~n_windows tests."""
+    m = min(total, 2 * n_windows)
+    while True:
+        order = np.random.default_rng(seed).choice(total, size=m, replace=False)
+        kept = []
+        for f in order:
+            d = int(np.searchsorted(offsets, f, side="right") - 1)
+            start = int(f - offsets[d])
+            if accept(np.asarray(token_docs[d][start : start + body])):
+                kept.append(f)
+                if len(kept) == n_windows:
+                    return np.sort(np.array(kept, dtype=np.int64))
+        if m == total:
+            raise ValueError(f"window_filter: only {len(kept)} of {total} windows pass the filter; "
+                             f"{n_windows} were requested (relax the dataset's window_filter)")
+        m = min(total, 4 * m)

@@ -6,6 +6,7 @@ never imports Snakemake, so the library stays testable without it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -33,6 +34,8 @@ def start(smk) -> tuple[dict, dict[str, Path], Path]:
     torch.set_num_threads(int(threads))
     node = dict(smk.params.node)
     node["fingerprint"] = code_fingerprint(node)
+    # Local copies of hub models for this job (saeflow.lm.local_model_dirs); never part of a key.
+    os.environ["SAEFLOW_MODEL_LOCAL_DIRS"] = json.dumps(node.get("runtime", {}).get("model_local_dirs", {}))
     inputs = {role: Path(str(smk.input[role])) for role in node["upstream"]}
     logging.getLogger("saeflow").info("step %s key %s labels %s", node["step"], node["key"], node["labels"])
     return node, inputs, Path(str(smk.output[0]))
@@ -56,11 +59,12 @@ def code_fingerprint(node: dict) -> dict:
     A mismatch means the code changed between planning and running (e.g. an edit while the workflow
     ran): the artefact would be stored under a key that does not describe its code, so the job fails.
     """
+    # The script path comes with the node (not from saeflow.plan): importing the planner here would put
+    # it, and the config checks, into every step's fingerprint, and an edit of them would rerun everything.
     from saeflow.keys import Fingerprinter
-    from saeflow.plan import SCRIPTS
 
     src = Path(__file__).resolve().parents[1]
-    fp = Fingerprinter(src).fingerprint(src.parent / SCRIPTS[node["step"]])
+    fp = Fingerprinter(src).fingerprint(src.parent / node["script"])
     if fp["digest"] != node["code_digest"]:
         raise RuntimeError(f"the code of step {node['step']} changed after the DAG was planned (key {node['key']}); "
                            "rerun snakemake so that keys match the code")

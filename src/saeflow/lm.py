@@ -114,10 +114,33 @@ def save_model(model, out_dir: Path, arch: dict) -> None:
 
 
 def load_model(model_dir: str | Path, device: str = "cpu"):
-    """Rebuild a model saved by `save_model` (strict state-dict load) in eval mode."""
+    """The model of an `lm` or `hf_model` artefact's `model/` directory, in eval mode.
+
+    Embedded: rebuilt from `save_model`'s files (strict state-dict load). Hugging Face: `source.json`
+    names the repo at its pinned revision and how to load it (saeflow.hf.load_hooked); a local copy
+    listed for this job (`local_model_dirs`) is used instead of the hub.
+    """
+    source = Path(model_dir) / "source.json"
+    if source.is_file():
+        from saeflow import hf
+
+        spec = json.loads(source.read_text())
+        spec["local_dir"] = local_model_dirs().get(f"{spec['hf_id']}@{spec['revision']}")
+        return hf.load_hooked(spec, device)
     from safetensors.torch import load_file
 
     arch = json.loads((Path(model_dir) / "config.json").read_text())
     model = build_model(arch, Path(model_dir) / "tokenizer", device)
     model.load_state_dict(load_file(str(Path(model_dir) / "model.safetensors"), device=device), strict=True)
     return model.eval()
+
+
+LOCAL_MODEL_DIRS_ENV = "SAEFLOW_MODEL_LOCAL_DIRS"
+
+
+def local_model_dirs() -> dict:
+    """{"<hf_id>@<revision>": local directory or None} for the running job (set by saeflow.jobs.start from
+    the node's runtime section, which the config's `model.local_dir` fills; not part of any key)."""
+    import os
+
+    return json.loads(os.environ.get(LOCAL_MODEL_DIRS_ENV, "{}"))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from saeflow import keys
-from saeflow.config import TRANSCODER_KINDS
+from saeflow.config import TRANSCODER_KINDS, influence_dictionary
 
 SCRIPTS = {
     "corpus": "workflow/scripts/corpus.py",
@@ -40,6 +40,11 @@ SCRIPTS = {
     "autocorr": "workflow/scripts/autocorr.py",
     "geometry": "workflow/scripts/geometry.py",
     "eval_plots": "workflow/scripts/eval_plots.py",
+    "publish": "workflow/scripts/publish.py",
+    "card": "workflow/scripts/dataset_card.py",
+    "hf_tokenizer": "workflow/scripts/hf_tokenizer.py",
+    "hf_model": "workflow/scripts/hf_model.py",
+    "pretrained": "workflow/scripts/load_dict.py",
 }
 
 # mem_mb, runtime (minutes), threads; `gpu` is added for presets on cuda. Scaled by `attempt` in rules.
@@ -62,8 +67,13 @@ DEFAULT_RESOURCES = {
     "autocorr": {"mem_mb": 8000, "runtime": 60, "threads": 1},
     "geometry": {"mem_mb": 4000, "runtime": 30, "threads": 1},
     "eval_plots": {"mem_mb": 2000, "runtime": 10, "threads": 1},
+    "publish": {"mem_mb": 1000, "runtime": 10, "threads": 1},
+    "card": {"mem_mb": 1000, "runtime": 10, "threads": 1},
+    "hf_tokenizer": {"mem_mb": 2000, "runtime": 10, "threads": 1},
+    "hf_model": {"mem_mb": 2000, "runtime": 30, "threads": 1},
+    "pretrained": {"mem_mb": 16000, "runtime": 60, "threads": 1},
 }
-GPU_STEPS = ("lm", "cache", "dict", "recon", "entropy", "ctxlen_sweep", "events", "h_pos", "probe", "autocorr")
+GPU_STEPS = ("lm", "cache", "dict", "pretrained", "recon", "entropy", "ctxlen_sweep", "events", "h_pos", "probe", "autocorr")
 
 
 def hook_name(site: str, layer: int) -> str:
@@ -90,14 +100,16 @@ class Node:
     fingerprint: dict
     resources: dict
     path: str
+    runtime: dict = field(default_factory=dict)  # where raw inputs are on this machine: not part of the key
 
     def to_dict(self) -> dict:
         """What a job receives as its `node` param: the fingerprint enters as the digest the key was
         computed from; the job recomputes the parts for its manifest and checks them against it
         (saeflow.jobs.code_fingerprint), so code edited while a workflow runs cannot be stored under a
         key that does not describe it."""
-        out = {k: getattr(self, k) for k in ("step", "key", "params", "upstream", "inputs", "labels", "path")}
+        out = {k: getattr(self, k) for k in ("step", "key", "params", "upstream", "inputs", "labels", "path", "runtime")}
         out["code_digest"] = self.fingerprint["digest"]
+        out["script"] = SCRIPTS[self.step]
         return out
 
 
@@ -107,6 +119,7 @@ class Plan:
     workdir: Path
     nodes: dict[str, Node] = field(default_factory=dict)
     exports: dict[str, tuple[str, str]] = field(default_factory=dict)  # fixed path -> (artefact dir, file in it)
+    published: dict[str, str] = field(default_factory=dict)  # run marker path -> publish node key
     _fp: keys.Fingerprinter | None = None
 
     def __post_init__(self):
@@ -117,13 +130,27 @@ class Plan:
     def store(self) -> str:
         return self.config.get("store", "data/store")
 
+    @property
+    def data_root(self) -> str:
+        """Root of the published tree (`<data_root>/<preset>/<dataset>/<timestamp>/`): the store's parent."""
+        return str(Path(self.store).parent)
+
+    def export(self, name: str, node: Node, data_copy: bool = True) -> None:
+        """Export file `name` of a node to `<figures_dir>/name` and, for the published tree's cross-model
+        figures, to `<data_root>/figures/name`."""
+        self.exports[f"{self.config.get('figures_dir', 'figures')}/{name}"] = (node.path, name)
+        if data_copy and self.config.get("publish"):
+            self.exports[f"{self.data_root}/figures/{name}"] = (node.path, name)
+
     def fingerprint(self, step: str) -> dict:
         if step not in self._fingerprints:
             self._fingerprints[step] = self._fp.fingerprint(Path(self.workdir) / SCRIPTS[step])
         return self._fingerprints[step]
 
     def add(self, step: str, params: dict, upstream: dict[str, Node], labels: dict,
-            inputs: dict | None = None, device: str = "cpu") -> Node:
+            inputs: dict | None = None, device: str = "cpu", runtime: dict | None = None) -> Node:
+        """The node of `step` (created once per key). `runtime` says where raw inputs are found on this
+        machine (local copies of hub repos); it is passed to the job but never enters the key."""
         inputs = inputs or {}
         fp = self.fingerprint(step)
         up_keys = {role: n.key for role, n in upstream.items()}
@@ -132,8 +159,13 @@ class Plan:
             return self.nodes[key]
         res = dict(DEFAULT_RESOURCES[step])
         res.update(self.config.get("resources", {}).get(step, {}))
+        preset = self.config["presets"].get(labels.get("preset"), {})
+        res.update(preset.get("resources", {}).get(step, {}))
         res.setdefault("gpu", 1 if device == "cuda" and step in GPU_STEPS else 0)
-        node = Node(step, key, params, up_keys, inputs, labels, fp, res, f"{self.store}/{step}/{key}")
+        res.setdefault("gpu_mem_mb", 0)
+        if preset and preset["model"]["source"] == "hf":
+            runtime = {**(runtime or {}), "model_local_dirs": {_model_ref(preset["model"]): preset["model"].get("local_dir")}}
+        node = Node(step, key, params, up_keys, inputs, labels, fp, res, f"{self.store}/{step}/{key}", runtime or {})
         self.nodes[key] = node
         return node
 
@@ -159,6 +191,21 @@ class Plan:
         return order
 
 
+def _keyed(spec: dict) -> dict:
+    """A config block without `local_dir`: where a copy lives on this machine never enters a key."""
+    return {k: v for k, v in spec.items() if k != "local_dir"}
+
+
+def _model_ref(model: dict) -> str:
+    """Identity of a hub model: repo and pinned revision (never a local path)."""
+    return f"{model['hf_id']}@{model['revision']}"
+
+
+def _dict_ref(spec: dict, layer: int) -> str:
+    """Identity of a pretrained dictionary: format, release, id at the layer, pinned revision."""
+    return f"{spec['format']}:{spec['release']}/{spec['id'].format(layer=layer)}@{spec.get('revision')}"
+
+
 def _corpus_inputs(spec: dict) -> dict:
     from saeflow import corpus
 
@@ -179,26 +226,38 @@ def build_plan(config: dict, workdir: Path | str) -> Plan:
     win_cfg = config["windows"]
     corpora: dict[str, Node] = {}
     for name, spec in config["datasets"].items():
-        corpora[name] = plan.add("corpus", {"dataset": name, **spec}, {}, {"dataset": name}, _corpus_inputs(spec))
+        corpora[name] = plan.add("corpus", {"dataset": name, **_keyed(spec)}, {},
+                                 {"dataset": name}, _corpus_inputs(spec), runtime={"local_dir": spec.get("local_dir")})
 
     recons: dict[str, Node] = {}
     entropies: dict[str, Node] = {}
+    runs: dict[str, Node] = {}
     for pname, preset in config["presets"].items():
         model = preset["model"]
         device = preset.get("device", "cpu")
-        tok = plan.add("tokenizer", {"vocab_size": model["vocab_size"]},
-                       {"corpus": corpora[model["train_dataset"]]}, {"preset": pname})
+        if model["source"] == "hf":
+            ref = {"hf": _model_ref(model)}
+            tok = plan.add("hf_tokenizer", {k: v for k, v in _keyed(model).items() if k != "source"}, {},
+                           {"preset": pname}, ref, runtime={"local_dir": model.get("local_dir")})
+        else:
+            tok = plan.add("tokenizer", {"vocab_size": model["vocab_size"]},
+                           {"corpus": corpora[model["train_dataset"]]}, {"preset": pname})
 
         def windows_for(ds: str) -> Node:
+            filt = config["datasets"][ds].get("window_filter")
             return plan.add("windows", {"ctx_len": win_cfg["ctx_len"], "n_train": win_cfg["n_train"],
                                         "n_eval": win_cfg["n_eval"], "eval_fraction": config["datasets"][ds]["eval_fraction"],
-                                        "seed": seed},
+                                        "seed": seed, **({"window_filter": filt} if filt else {})},
                             {"corpus": corpora[ds], "tokenizer": tok}, {"preset": pname, "dataset": ds})
 
-        lm_params = {k: v for k, v in model.items() if k != "train_dataset"}
-        lm_params["n_ctx"] = win_cfg["ctx_len"]
-        lm = plan.add("lm", lm_params, {"windows": windows_for(model["train_dataset"]), "tokenizer": tok},
-                      {"preset": pname}, device=device)
+        if model["source"] == "hf":
+            lm = plan.add("hf_model", _keyed(model), {"tokenizer": tok},
+                          {"preset": pname}, {"hf": _model_ref(model)})
+        else:
+            lm_params = {k: v for k, v in model.items() if k != "train_dataset"}
+            lm_params["n_ctx"] = win_cfg["ctx_len"]
+            lm = plan.add("lm", lm_params, {"windows": windows_for(model["train_dataset"]), "tokenizer": tok},
+                          {"preset": pname}, device=device)
 
         dict_specs = {d: config["dictionaries"][d] for d in preset["dictionaries"]}
         needs_mlp = any(s["kind"] in TRANSCODER_KINDS for s in dict_specs.values())
@@ -209,6 +268,7 @@ def build_plan(config: dict, workdir: Path | str) -> Plan:
             cache = plan.add("cache", {"sites": sites, **config["cache"], "device": device},
                              {"lm": lm, "windows": win}, {"preset": pname, "dataset": ds}, device=device)
             dicts_of_ds: dict[tuple[int, str], Node] = {}
+            recons_of_ds: dict[str, Node] = {}
             for layer in preset["layers"]:
                 for dname, spec in dict_specs.items():
                     transcoder = spec["kind"] in TRANSCODER_KINDS
@@ -216,38 +276,74 @@ def build_plan(config: dict, workdir: Path | str) -> Plan:
                     hook_out = hook_name("mlp_out", layer) if transcoder else None
                     labels = {"preset": pname, "dataset": ds, "layer": layer, "dictionary": dname,
                               "kind": spec["kind"], "site": "mlp" if transcoder else preset["site"]}
-                    d = plan.add("dict", {**spec, "d_in": model["d_model"], "d_sae": spec["expansion"] * model["d_model"],
-                                          "hook_in": hook_in, "hook_out": hook_out, "device": device},
-                                 {"cache": cache}, labels, device=device)
+                    if spec["kind"] == "pretrained":
+                        d = plan.add("pretrained", {**_keyed(spec), "layer": layer,
+                                                    "d_in": model["d_model"], "hook_in": hook_in, "hook_out": None,
+                                                    "device": device},
+                                     {"cache": cache}, labels, {"dictionary": _dict_ref(spec, layer)}, device=device,
+                                     runtime={"local_dir": spec.get("local_dir")})
+                    else:
+                        d = plan.add("dict", {**spec, "d_in": model["d_model"], "d_sae": spec["expansion"] * model["d_model"],
+                                              "hook_in": hook_in, "hook_out": hook_out, "device": device},
+                                     {"cache": cache}, labels, device=device)
                     dicts_of_ds[(layer, dname)] = d
                     r = plan.add("recon", {**config["recon"], "hook_in": hook_in, "hook_out": hook_out,
                                            "exclude_bos": True, "seed": seed, "device": device},
                                  {"lm": lm, "windows": win, "dict": d}, labels, device=device)
                     recons[f"r{len(recons)}"] = r
-            hpos = None
+                    recons_of_ds[f"recon__{dname}__layer{layer}"] = r
+            results = dict(recons_of_ds)
             if config.get("influence"):
-                entropy, hpos = _add_locality(plan, config, pname, ds, preset, lm, win, cache, corpora[ds],
-                                              dicts_of_ds, device)
-                entropies[f"e{len(entropies)}"] = entropy
-            _add_evals(plan, config, pname, ds, preset, lm, win, dicts_of_ds, hpos, device)
-    figures = config.get("figures_dir", "figures")
+                results.update(_add_locality(plan, config, pname, ds, preset, lm, win, cache, corpora[ds],
+                                             dicts_of_ds, device))
+                entropies[f"e{len(entropies)}"] = results["entropy"]
+            results.update(_add_evals(plan, config, pname, ds, preset, lm, win, dicts_of_ds, results.get("h_pos"), device))
+            if config.get("publish"):
+                runs[f"p{len(runs)}"] = _add_publish(plan, config, pname, ds, preset, results)
     summary = plan.add("recon_summary", {}, recons, {})
-    plan.exports[f"{figures}/recon_summary.png"] = (summary.path, "recon_summary.png")
+    plan.export("recon_summary.png", summary)
     if entropies:
         grid = plan.add("entropy_grid", {"kind": config["influence"]["grid_kind"]}, entropies, {})
-        plan.exports[f"{figures}/entropy_vs_depth_grid.png"] = (grid.path, "entropy_vs_depth_grid.png")
+        plan.export("entropy_vs_depth_grid.png", grid)
+    if runs:
+        card = plan.add("card", dict(config["publish"]), runs, {}, inputs={"DATASET.md": _file_identity(plan.workdir / "DATASET.md")})
+        plan.exports[f"{plan.data_root}/README.md"] = (card.path, "README.md")
     return plan
 
 
+def _file_identity(path: Path) -> str:
+    import hashlib
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the dataset card (config key `publish`) is generated from it")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _add_publish(plan: Plan, config: dict, pname: str, ds: str, preset: dict, results: dict[str, Node]) -> Node:
+    """The run of one (preset, dataset) in the published tree (saeflow.publish): a keyed node that
+    decides the layout, and a marker `<data_root>/<preset>/<dataset>/.published/<key>.json` that the
+    `publish_run` export writes once the run directory exists."""
+    inf = config.get("influence") or {}
+    params = {"preset": pname, "dataset": ds, "layers": preset["layers"], "site": preset["site"],
+              "threshold": preset["threshold"], "ctx_len": config["windows"]["ctx_len"],
+              "num_batches": inf.get("n_windows"), "model": _keyed(preset["model"]),
+              "dictionaries": {d: _keyed(config["dictionaries"][d]) for d in preset["dictionaries"]},
+              "seed": config.get("seed", 0)}
+    node = plan.add("publish", params, results, {"preset": pname, "dataset": ds})
+    plan.published[f"{plan.data_root}/{pname}/{ds}/.published/{node.key}.json"] = node.key
+    return node
+
+
 def _add_locality(plan: Plan, config: dict, pname: str, ds: str, preset: dict, lm: Node, win: Node, cache: Node,
-                  corpus: Node, dicts: dict, device: str) -> Node:
+                  corpus: Node, dicts: dict, device: str) -> dict[str, Node]:
     """entropy vs depth, context-length sweep, top contexts and H_pos of one (preset, dataset), plus their
-    figures; returns the entropy node (an input of the cross-model grid) and the H_pos node."""
+    figures; returns the nodes by role (`entropy` is also an input of the cross-model grid)."""
     inf = config["influence"]
     ctx_len = config["windows"]["ctx_len"]
     layers = preset["layers"]
-    by_layer = {f"dict_L{L}": dicts[(L, inf["dictionary"])] for L in layers}
-    labels = {"preset": pname, "dataset": ds, "dictionary": inf["dictionary"], "site": preset["site"]}
+    dname = influence_dictionary(config, pname)
+    by_layer = {f"dict_L{L}": dicts[(L, dname)] for L in layers}
+    labels = {"preset": pname, "dataset": ds, "dictionary": dname, "site": preset["site"]}
     common = {"threshold": preset["threshold"], "layers": layers, "site": preset["site"], "device": device,
               "memory_budget_mb": inf["memory_budget_mb"], "n_layers": preset["model"]["n_layers"]}
     up = {"lm": lm, "windows": win, **by_layer}
@@ -261,26 +357,26 @@ def _add_locality(plan: Plan, config: dict, pname: str, ds: str, preset: dict, l
     hpos = plan.add("h_pos", {**common, "ctx_lens": sorted(inf["ctx_lens"]), "n_latents": inf["n_latents"]},
                     {**up, "events": events, "corpus": corpus}, labels, device=device)
     plots = plan.add("locality_plots", {"ctx_len": ctx_len}, {"entropy": entropy, "sweep": sweep, "h_pos": hpos}, labels)
-    fig = f"entropy_vs_depth__{pname}__{ds}.png"
-    plan.exports[f"{config.get('figures_dir', 'figures')}/{fig}"] = (plots.path, fig)
-    return entropy, hpos
+    plan.export(f"entropy_vs_depth__{pname}__{ds}.png", plots)
+    return {"entropy": entropy, "ctxlen_sweep": sweep, "events": events, "h_pos": hpos, "locality_plots": plots}
 
 
 def _add_evals(plan: Plan, config: dict, pname: str, ds: str, preset: dict, lm: Node, win: Node, dicts: dict,
-               hpos: Node | None, device: str) -> None:
+               hpos: Node | None, device: str) -> dict[str, Node]:
     """Sparse probing, activation autocorrelation and decoder geometry of one (preset, dataset), and their
-    figures (one plotting node, so a plotting fix reruns no computation)."""
+    figures (one plotting node, so a plotting fix reruns no computation); returns the nodes by role."""
     layers = preset["layers"]
     labels = {"preset": pname, "dataset": ds}
     evals = {}
     spec = config["datasets"][ds]
-    if config.get("probe") and (spec["source"] != "hf" or spec.get("label_column")):  # probing needs labels
-        pr = config["probe"]
-        up = {f"dict_L{L}_{d}": dicts[(L, d)] for L in layers for d in pr["dictionaries"]}
+    probed = [d for d in (config.get("probe") or {}).get("dictionaries", []) if d in preset["dictionaries"]]
+    if probed and (spec["source"] != "hf" or spec.get("label_column")):  # probing needs labels
+        pr = {**config["probe"], "dictionaries": probed}
+        up = {f"dict_L{L}_{d}": dicts[(L, d)] for L in layers for d in probed}
         evals["probe"] = plan.add("probe", {**pr, "layers": layers, "seed": config.get("seed", 0), "device": device},
                                   {"lm": lm, "windows": win, **up}, labels, device=device)
     if config.get("influence"):
-        by_layer = {f"dict_L{L}": dicts[(L, config["influence"]["dictionary"])] for L in layers}
+        by_layer = {f"dict_L{L}": dicts[(L, influence_dictionary(config, pname))] for L in layers}
         if config.get("autocorr"):
             evals["autocorr"] = plan.add("autocorr", {**config["autocorr"], "layers": layers, "device": device,
                                                       "threshold": preset["threshold"]},
@@ -290,7 +386,8 @@ def _add_evals(plan: Plan, config: dict, pname: str, ds: str, preset: dict, lm: 
                                          {"h_pos": hpos, **by_layer}, labels)
     if evals:
         plots = plan.add("eval_plots", {}, evals, labels)
-        for name in evals:
-            fig = f"{name}__{pname}__{ds}.png"
-            plan.exports[f"{config.get('figures_dir', 'figures')}/{fig}"] = (plots.path, fig)
+        for name in list(evals):
+            plan.export(f"{name}__{pname}__{ds}.png", plots)
+        evals["eval_plots"] = plots
+    return evals
 

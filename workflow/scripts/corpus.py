@@ -14,7 +14,9 @@ elif p["source"] == "synthetic":
         n_topic_words=p["n_topic_words"], p_lag=p["p_lag"], p_topic=p["p_topic"])
 else:
     docs = corpus.load_hf_documents(p["repo"], p["revision"], p["split"], text_column=p["text_column"], label_column=p.get("label_column"),
-                                    local_dir=p.get("local_dir"), max_docs=p.get("max_docs"))
+                                    local_dir=node["runtime"].get("local_dir"), max_docs=p.get("max_docs"),
+                                    config=p.get("config"), data_files=p.get("data_files"))
+    docs = corpus.group_rows(docs, p.get("rows_per_doc", 1), p.get("doc_start_pattern"))
 df = pd.DataFrame({"doc_id": [d.doc_id for d in docs], "source": [d.source for d in docs],
                    "text": [d.text for d in docs], "label": [d.label for d in docs]})
 with store.write_artefact(out, node) as art:

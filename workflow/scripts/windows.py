@@ -9,11 +9,15 @@ node, inputs, out = jobs.start(snakemake)  # noqa: F821
 p = node["params"]
 docs = pd.read_parquet(inputs["corpus"] / "docs.parquet")
 tok = tokenizer.load_tokenizer(inputs["tokenizer"] / "tokenizer")
+# A hub tokenizer's manifest names the token windows start with (EOS where it has no BOS, e.g. Qwen2).
+bos = store.read_manifest(inputs["tokenizer"]).get("bos_id", tok.bos_token_id)
 token_docs = tokenizer.encode_documents(tok, docs["text"].tolist())
+text_ok = corpus.window_filter(**p.get("window_filter", {}))
 train_idx, eval_idx = corpus.split_documents(len(token_docs), p["eval_fraction"], p["seed"])
 tensors, counts = {}, {}
 for split, idx, n in (("train", train_idx, p["n_train"]), ("eval", eval_idx, p["n_eval"])):
-    w = corpus.cut_windows([token_docs[i] for i in idx], p["ctx_len"], n, p["seed"] + (split == "eval"), tok.bos_token_id)
+    w = corpus.cut_windows([token_docs[i] for i in idx], p["ctx_len"], n, p["seed"] + (split == "eval"), bos,
+                           accept=(lambda body: text_ok(tok.decode(body))) if text_ok else None)
     tensors[f"{split}_tokens"] = w["tokens"]
     tensors[f"{split}_doc_id"] = docs["doc_id"].to_numpy()[idx][w["doc_idx"]].astype(np.int64)
     tensors[f"{split}_start_idx"] = w["start_idx"]
@@ -22,5 +26,5 @@ for split, idx, n in (("train", train_idx, p["n_train"]), ("eval", eval_idx, p["
                      "unigram_entropy_bits": tokenizer.unigram_entropy_bits([token_docs[i] for i in idx], len(tok))}
 with store.write_artefact(out, node) as art:
     save_file(tensors, str(art.path("windows.safetensors")))
-    art.record(splits=counts, bos_id=int(tok.bos_token_id), vocab_size=len(tok))
+    art.record(splits=counts, bos_id=int(bos), vocab_size=len(tok))
 print(counts)

@@ -1,0 +1,183 @@
+"""The published tree: a view of the store in the layout of the seed dataset card (DATASET.md).
+
+    data/<preset>/<dataset>/<timestamp>/     one run: every result of one (preset, dataset)
+    data/figures/                            cross-model figures (exports, see saeflow.plan)
+    data/README.md                           the dataset card, generated from DATASET.md
+
+Two stages, so that every decision is content-addressed and the export only copies:
+
+1. The `publish` node (keyed like any other) reads its upstream artefacts' manifests and writes
+   `run_config.json`, `bench.json` and `layout.json` and records a timestamp (its job's time) in its
+   manifest; the layout lists, for every file of the run,
+   its destination in the run directory, the upstream artefact it comes from and its sha256.
+2. `materialise` (the `publish_run` export rule) builds `data/<preset>/<dataset>/<timestamp>/` from
+   the layout, atomically (temp directory + rename), with hard links where possible (copies
+   otherwise), checking every sha256. The timestamp is the one in the publish node's manifest:
+   re-publishing an unchanged result, here or from a store pulled elsewhere, finds the same
+   timestamp and the same key and keeps the directory as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+from saeflow import store
+
+TIMESTAMP_FORMAT = "%Y%m%d_%H%M%S"
+RUN_FILES = ("run_config.json", "bench.json")
+
+# The Parquet tables of the published tree, as Hugging Face dataset-viewer configs (glob under the
+# repo root); a config is listed in the card only when at least one published file matches it.
+PARQUET_CONFIGS = {
+    "entropy_features": "data/*/*/[0-9]*_[0-9]*/entropy_comparison_*[0-9].parquet",
+    "entropy_windows": "data/*/*/[0-9]*_[0-9]*/entropy_comparison_*_windows.parquet",
+    "h_pos": "data/*/*/[0-9]*_[0-9]*/h_pos/layer*/ctx*.parquet",
+    "top_contexts": "data/*/*/[0-9]*_[0-9]*/events/top_contexts_layer*.parquet",
+    "ctxlen_sweep": "data/*/*/[0-9]*_[0-9]*/ctxlen_sweep/entropy_vs_context_len.parquet",
+    "recon_per_sequence": "data/*/*/[0-9]*_[0-9]*/recon/*/per_seq.parquet",
+}
+
+
+def destination(role: str, rel: str) -> str:
+    """Where file `rel` of the upstream artefact playing `role` goes in the run directory.
+
+    Entropy-vs-depth results and their per-layer plot directories sit at the top, as in the seed card
+    (`entropy_comparison_<site>_layer<L>.*`, `entropy_plots_<site>_layer<L>/`); recon roles
+    `recon__<dictionary>__layer<L>` go to `recon/<dictionary>_layer<L>/`; everything else to `<role>/`.
+    """
+    top = rel.split("/", 1)[0]
+    if role == "entropy" and top.startswith("entropy_comparison_"):
+        return rel
+    if role == "locality_plots" and top.startswith("entropy_plots_"):
+        return rel
+    if role.startswith("recon__"):
+        _, dictionary, layer = role.split("__")
+        return f"recon/{dictionary}_{layer}/{rel}"
+    return f"{role}/{rel}"
+
+
+def build_layout(upstream: dict[str, Path]) -> list[dict]:
+    """[{dest, role, key, step, src, sha256, bytes}] for every file of every upstream artefact (its
+    manifest goes to `manifests/<role>.json`), sorted by dest; duplicate destinations are an error."""
+    rows, seen = [], {}
+    for role, path in sorted(upstream.items()):
+        m = store.read_manifest(path)
+        entries = [(rel, info) for rel, info in m["files"].items()]
+        man = store.sha256_file(Path(path) / store.MANIFEST)
+        entries.append((store.MANIFEST, {"sha256": man, "bytes": (Path(path) / store.MANIFEST).stat().st_size}))
+        for rel, info in entries:
+            dest = f"manifests/{role}.json" if rel == store.MANIFEST else destination(role, rel)
+            if dest in RUN_FILES or dest in seen:
+                raise ValueError(f"published path {dest} of role {role} collides with {seen.get(dest, 'a run file')}")
+            seen[dest] = role
+            rows.append({"dest": dest, "role": role, "key": m["key"], "step": m["step"], "src": rel,
+                         "sha256": info["sha256"], "bytes": info["bytes"]})
+    return sorted(rows, key=lambda r: r["dest"])
+
+
+def bench(upstream: dict[str, Path]) -> dict:
+    """Wall-clock and memory of every node the run is made of (from their manifests)."""
+    steps = {}
+    for role, path in sorted(upstream.items()):
+        m = store.read_manifest(path)
+        steps[role] = {k: m.get(k) for k in ("step", "key", "wall_s", "peak_rss_mb", "device", "host", "start", "end")}
+    return {"steps": steps, "total_wall_s": round(sum(s["wall_s"] or 0 for s in steps.values()), 3),
+            "max_peak_rss_mb": max((s["peak_rss_mb"] or 0 for s in steps.values()), default=0)}
+
+
+def new_timestamp() -> str:
+    """`YYYYmmdd_HHMMSS` (UTC), taken once by the publish job and kept in its manifest."""
+    return datetime.now(timezone.utc).strftime(TIMESTAMP_FORMAT)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def materialise(publish_dir: Path | str, store_root: Path | str, data_root: Path | str) -> Path:
+    """Write (or find) the run directory of a publish artefact; returns its path.
+
+    Unchanged result: the directory `<preset>/<dataset>/<timestamp>` exists and its run_config.json
+    names the same publish key -> returned untouched. A source file whose sha256 differs from the
+    layout (a corrupt store) fails before anything appears at the final path.
+    """
+    publish_dir, store_root, data_root = Path(publish_dir), Path(store_root), Path(data_root)
+    manifest = store.read_manifest(publish_dir)
+    labels = manifest["labels"]
+    final = data_root / labels["preset"] / labels["dataset"] / manifest["timestamp"]
+    if final.exists():
+        existing = store.read_json(final / "run_config.json").get("publish_key") if (final / "run_config.json").is_file() else None
+        if existing == manifest["key"]:
+            return final
+        raise FileExistsError(f"{final} holds another run (publish key {existing}, not {manifest['key']})")
+    layout = store.read_json(publish_dir / "layout.json")
+    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        for row in layout:
+            src = store_root / row["step"] / row["key"] / row["src"]
+            if store.sha256_file(src) != row["sha256"]:
+                raise ValueError(f"{src} does not match its manifest (sha256); run `saeflow verify`")
+            _link_or_copy(src, tmp / row["dest"])
+        run_config = store.read_json(publish_dir / "run_config.json")
+        run_config.update(timestamp=manifest["timestamp"], publish_key=manifest["key"])
+        store.write_json_atomic(tmp / "run_config.json", run_config)
+        shutil.copy2(publish_dir / "bench.json", tmp / "bench.json")
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def published_runs(data_root: Path | str) -> list[dict]:
+    """Every run directory under data_root: preset, dataset, timestamp, publish key (sorted)."""
+    runs = []
+    for cfg in sorted(Path(data_root).glob("*/*/*/run_config.json")):
+        rc = store.read_json(cfg)
+        if "publish_key" in rc:
+            runs.append({k: rc[k] for k in ("preset", "dataset", "timestamp", "publish_key")})
+    return runs
+
+
+def parquet_configs(dests: list[str]) -> list[dict]:
+    """Dataset-viewer `configs:` entries whose glob matches at least one published file."""
+    from fnmatch import fnmatch
+
+    out = []
+    for name, pattern in PARQUET_CONFIGS.items():
+        inner = pattern.removeprefix("data/*/*/[0-9]*_[0-9]*/")
+        if any(fnmatch(d, inner) for d in dests):
+            out.append({"config_name": name, "data_files": [{"split": "train", "path": pattern}]})
+    return out
+
+
+def dataset_card(dataset_md: str, runs: list[dict], dests: list[str], meta: dict) -> str:
+    """README.md of the Hugging Face dataset: YAML front matter (license, pretty_name, tags, the
+    Parquet `configs:` so the viewer shows the tables), then DATASET.md, then the published runs."""
+    import yaml
+
+    front = {"license": meta["license"], "pretty_name": meta["pretty_name"], "tags": list(meta["tags"]),
+             "configs": parquet_configs(dests)}
+    lines = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "",
+             "<!-- Generated by saeflow from DATASET.md (rule dataset_card); edit DATASET.md, not this file. -->",
+             "", dataset_md.rstrip(), "", "## Published runs", "",
+             "| preset | dataset | timestamp | publish key |", "|---|---|---|---|"]
+    lines += [f"| {r['preset']} | {r['dataset']} | {r['timestamp']} | `{r['publish_key']}` |" for r in runs]
+    return "\n".join(lines) + "\n"
+
+
+def write_text_atomic(path: Path | str, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+

@@ -1,0 +1,73 @@
+"""A paper-shaped preset through the whole DAG, offline: a random tiny Gemma-2 saved as a Hugging Face model
+(loaded by the paper presets' path: TransformerLens with hf_model= / tokenizer=, saeflow.hf.load_hooked) and
+three pretrained dictionaries, one per format (sae-lens JumpReLU, sparsify TopK, dictionary_learning ReLU),
+loaded by their real loaders from local copies -> cache -> fidelity-checked conversion -> recon -> influence
+-> figures -> publish."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import yaml
+
+from saeflow import hf, pretrained, store
+from test_workflow import CONFIG, copy_workflow, planned, run
+
+pytestmark = pytest.mark.workflow
+LAYER = 1
+
+
+@pytest.fixture(scope="module")
+def wd(tmp_path_factory):
+    wd = copy_workflow(tmp_path_factory.mktemp("hfwf"))
+    assets = tmp_path_factory.mktemp("assets")
+    spec = hf.random_model("gemma2", assets / "model", size="tiny", seed=0)
+    hook = f"blocks.{LAYER}.hook_resid_post"
+    d_in = spec["d_model"]
+    pretrained.write_tiny("saelens", assets / "sl", LAYER, d_in, 4 * d_in, hook, seed=1, architecture="jumprelu")
+    pretrained.write_tiny("sparsify", assets / "sp", LAYER, d_in, 4 * d_in, hook, seed=2, k=8)
+    pretrained.write_tiny("dictionary_learning", assets / "dl", LAYER, d_in, 4 * d_in, hook, seed=3)
+    cfg = yaml.safe_load((wd / CONFIG).read_text())
+    cfg["presets"] = {"g": {
+        "model": {"source": "hf", "hf_id": spec["hf_id"], "revision": spec["revision"][:40], "local_dir": spec["local_dir"],
+                  "tl_name": spec["tl_name"], "n_layers": spec["n_layers"], "d_model": d_in, "processing": "none"},
+        "layers": [LAYER], "datasets": ["synthetic"], "dictionaries": ["sl", "sp", "dl"], "influence_dictionary": "sl"}}
+    cfg["dictionaries"] = {
+        "sl": {"kind": "pretrained", "format": "saelens", "release": "test/sl", "id": "blocks.{layer}.hook_resid_post",
+               "local_dir": str(assets / "sl")},
+        "sp": {"kind": "pretrained", "format": "sparsify", "release": "test/sp", "id": "layers.{layer}",
+               "local_dir": str(assets / "sp")},
+        "dl": {"kind": "pretrained", "format": "dictionary_learning", "release": "test/dl",
+               "id": "resid_out_layer{layer}/10_32768", "local_dir": str(assets / "dl")}}
+    cfg["influence"].pop("dictionary", None)
+    for section in ("probe", "autocorr", "geometry"):  # covered by the embedded workflow test; keeps CI short
+        cfg.pop(section)
+    (wd / CONFIG).write_text(yaml.safe_dump(cfg))
+    t0 = time.time()
+    run(wd)
+    print(f"hf tiny DAG: {time.time() - t0:.1f} s")
+    return wd
+
+
+def test_paper_shaped_preset_runs_end_to_end(wd):
+    steps = {a.parent.name for a in store.iter_artefacts(wd / "data/store")}
+    assert {"hf_tokenizer", "hf_model", "cache", "pretrained", "recon", "entropy", "h_pos", "publish"} <= steps
+    assert not {"tokenizer", "lm", "dict"} & steps  # nothing is trained for a hub preset
+    model = store.read_manifest(next((wd / "data/store/hf_model").iterdir()))
+    assert model["official_tl_name"] == "google/gemma-2-2b" and model["facts"]["architecture"] == "Gemma2ForCausalLM"
+    tok = store.read_manifest(next((wd / "data/store/hf_tokenizer").iterdir()))
+    assert tok["bos_id"] is not None
+    formats = set()
+    for d in (wd / "data/store/pretrained").iterdir():
+        m = store.read_manifest(d)
+        formats.add(m["params"]["format"])
+        assert m["fidelity"]["passed"] and m["fidelity"]["jaccard_min"] == 1.0, m["fidelity"]
+        assert m["describe"]["d_in"] == m["params"]["d_in"]
+        assert "local_dir" not in m["params"]  # where the copy lives is not part of the key
+    assert formats == {"saelens", "sparsify", "dictionary_learning"}
+    for d in (wd / "data/store/recon").iterdir():
+        metrics = store.read_json(d / "metrics.json")
+        assert metrics["n_tokens"] > 0 and metrics["l0"]["value"] > 0
+    assert (wd / "figures/entropy_vs_depth__g__synthetic.png").stat().st_size > 10_000
+    assert store.verify_store(wd / "data/store") == {}
+    assert planned(wd) == {}

@@ -1,0 +1,97 @@
+"""The published tree (saeflow.publish): layout, atomic and idempotent materialisation, the dataset card."""
+import json
+from fnmatch import fnmatch
+from pathlib import Path
+
+import pytest
+import yaml
+
+from saeflow import publish, store
+
+
+def _artefact(root: Path, step: str, key: str, files: dict[str, bytes], labels=None, **extra) -> Path:
+    node = {"key": key, "step": step, "params": {}, "labels": labels or {}}
+    with store.write_artefact(root / step / key, node) as art:
+        for rel, data in files.items():
+            art.path(rel).write_bytes(data)
+        art.record(**extra)
+    return root / step / key
+
+
+@pytest.fixture
+def run(tmp_path):
+    st = tmp_path / "data" / "store"
+    up = {
+        "entropy": _artefact(st, "entropy", "a" * 20, {"entropy_comparison_resid_post_layer1.parquet": b"E",
+                                                        "summary.json": b"{}"}),
+        "locality_plots": _artefact(st, "locality_plots", "b" * 20, {"entropy_plots_resid_post_layer1/h.png": b"P",
+                                                                      "entropy_vs_depth__t__s.png": b"F"}),
+        "recon__topk__layer1": _artefact(st, "recon", "c" * 20, {"metrics.json": b"{}", "per_seq.parquet": b"R"}),
+    }
+    layout = publish.build_layout(up)
+    pub = _artefact(st, "publish", "d" * 20, {"layout.json": json.dumps(layout).encode(),
+                                              "run_config.json": b'{"preset": "t", "dataset": "s"}',
+                                              "bench.json": json.dumps(publish.bench(up)).encode()},
+                    labels={"preset": "t", "dataset": "s"}, timestamp="20260101_000000")
+    return st, pub, layout
+
+
+def test_layout_follows_the_seed_card(run):
+    _, _, layout = run
+    dests = {r["dest"] for r in layout}
+    assert {"entropy_comparison_resid_post_layer1.parquet", "entropy/summary.json",
+            "entropy_plots_resid_post_layer1/h.png", "locality_plots/entropy_vs_depth__t__s.png",
+            "recon/topk_layer1/metrics.json", "recon/topk_layer1/per_seq.parquet",
+            "manifests/entropy.json", "manifests/recon__topk__layer1.json"} <= dests
+    assert all(len(r["sha256"]) == 64 for r in layout)
+
+
+def test_colliding_destinations_are_rejected(tmp_path):
+    st = tmp_path / "store"
+    a = _artefact(st, "entropy", "a" * 20, {"x": b"1"})
+    # role `manifests` would write manifests/entropy.json, where the entropy artefact's manifest goes
+    b = _artefact(st, "m", "b" * 20, {"entropy.json": b"2"})
+    with pytest.raises(ValueError, match="collides"):
+        publish.build_layout({"entropy": a, "manifests": b})
+
+
+def test_materialise_is_atomic_and_keeps_an_unchanged_run(run):
+    st, pub, layout = run
+    data = st.parent
+    d = publish.materialise(pub, st, data)
+    assert d == data / "t" / "s" / "20260101_000000"
+    assert (d / "entropy_comparison_resid_post_layer1.parquet").read_bytes() == b"E"
+    rc = json.loads((d / "run_config.json").read_text())
+    assert rc["publish_key"] == "d" * 20 and rc["timestamp"] == "20260101_000000" and rc["preset"] == "t"
+    assert set(json.loads((d / "bench.json").read_text())["steps"]) == {"entropy", "locality_plots", "recon__topk__layer1"}
+    before = {p: p.stat().st_mtime_ns for p in d.rglob("*")}
+    assert publish.materialise(pub, st, data) == d  # re-publishing: same directory, untouched
+    assert {p: p.stat().st_mtime_ns for p in d.rglob("*")} == before
+    assert [r["timestamp"] for r in publish.published_runs(data)] == ["20260101_000000"]
+
+
+def test_corrupt_store_file_publishes_nothing(run):
+    st, pub, layout = run
+    (st / "recon" / ("c" * 20) / "per_seq.parquet").write_bytes(b"tampered")
+    with pytest.raises(ValueError, match="does not match its manifest"):
+        publish.materialise(pub, st, st.parent)
+    assert not (st.parent / "t" / "s").exists() or not any((st.parent / "t" / "s").iterdir())
+
+
+def test_dataset_card_front_matter_lists_only_present_tables():
+    dests = ["entropy_comparison_resid_post_layer3.parquet", "entropy_comparison_resid_post_layer3_windows.parquet",
+             "recon/topk_layer3/per_seq.parquet"]
+    card = publish.dataset_card("# Title\n\nBody.", [{"preset": "p", "dataset": "d", "timestamp": "t",
+                                                     "publish_key": "k"}], dests,
+                                {"license": "cc-by-4.0", "pretty_name": "X", "tags": ["sae"]})
+    assert card.startswith("---\n")
+    front = yaml.safe_load(card.split("---\n")[1])
+    assert front["license"] == "cc-by-4.0" and front["tags"] == ["sae"]
+    names = [c["config_name"] for c in front["configs"]]
+    assert names == ["entropy_features", "entropy_windows", "recon_per_sequence"]
+    # The viewer globs match run directories, never the store beside them (same depth under data/).
+    pattern = front["configs"][0]["data_files"][0]["path"]
+    assert fnmatch("data/p/d/20260101_000000/entropy_comparison_resid_post_layer3.parquet", pattern)
+    assert not fnmatch("data/store/entropy/0123456789abcdef0123/entropy_comparison_resid_post_layer3.parquet", pattern)
+    assert not fnmatch("data/p/d/20260101_000000/entropy_comparison_resid_post_layer3_windows.parquet", pattern)
+    assert "| p | d | t | `k` |" in card and "Body." in card

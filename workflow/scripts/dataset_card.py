@@ -1,0 +1,23 @@
+"""Rule card: the Hugging Face dataset card (README.md with YAML front matter) generated from DATASET.md
+and the runs of this plan; exported to data/README.md."""
+import hashlib
+from pathlib import Path
+
+from saeflow import jobs, publish, store
+
+node, inputs, out = jobs.start(snakemake)  # noqa: F821
+p = node["params"]
+runs, dests = [], set()
+for role, path in sorted(inputs.items()):
+    m = store.read_manifest(path)
+    runs.append({**{k: m["labels"][k] for k in ("preset", "dataset")}, "timestamp": m["timestamp"],
+                 "publish_key": m["key"]})
+    dests.update(row["dest"] for row in store.read_json(path / "layout.json"))
+source = Path(snakemake.scriptdir).parents[1] / "DATASET.md"  # noqa: F821
+if hashlib.sha256(source.read_bytes()).hexdigest() != node["inputs"]["DATASET.md"]:
+    raise RuntimeError("DATASET.md changed after the DAG was planned; rerun snakemake")
+dataset_md = source.read_text()
+with store.write_artefact(out, node) as art:
+    art.path("README.md").write_text(publish.dataset_card(dataset_md, sorted(runs, key=lambda r: (r["preset"], r["dataset"])),
+                                                          sorted(dests), p))
+print(f"card for {len(runs)} runs")

@@ -1,0 +1,19 @@
+"""Rule load_dict (step `pretrained`): load a pretrained dictionary with its format's own loader, convert it
+to sae-lens format, and check encode fidelity on this preset's cached activations (a failure fails the job)."""
+from saeflow import activations, dictionary, jobs, pretrained, quality, store
+
+node, inputs, out = jobs.start(snakemake)  # noqa: F821
+p = node["params"]
+spec = {k: p[k] for k in ("format", "release", "id", "revision")} | {"local_dir": node["runtime"].get("local_dir")}
+x = activations.first_rows(inputs["cache"], p["hook_in"], p["fidelity_tokens"])
+with store.write_artefact(out, node, device=jobs.device_of(node)) as art:
+    res = pretrained.load_pretrained(spec, p["layer"], p["hook_in"], x, art.dir, device=jobs.device_of(node))
+    facts = res["describe"]
+    if facts["d_in"] != p["d_in"]:
+        raise ValueError(f"dictionary {pretrained.dict_id(spec, p['layer'])} of {spec['release']} reads d_in={facts['d_in']}, "
+                         f"but the preset's model.d_model is {p['d_in']}")
+    sae = dictionary.load_saelens(res["saelens_dir"])
+    gates = quality.evaluate_gates(sae, x, None, {"max_fvu": 1.0, "max_dead_frac": 1.0, "fail": False})
+    art.record(fidelity=res["fidelity"], describe=facts, gates=gates,
+               formats={"saelens": res["saelens_dir"].relative_to(art.dir).as_posix(), "native": None})
+print("fidelity:", res["fidelity"], "gates:", gates)

@@ -279,7 +279,7 @@ def build_plan(config: dict, workdir: Path | str) -> Plan:
                     if spec["kind"] == "pretrained":
                         d = plan.add("pretrained", {**_keyed(spec), "layer": layer,
                                                     "d_in": model["d_model"], "hook_in": hook_in, "hook_out": None,
-                                                    "device": device},
+                                                    "model_processing": model.get("processing"), "device": device},
                                      {"cache": cache}, labels, {"dictionary": _dict_ref(spec, layer)}, device=device,
                                      runtime={"local_dir": spec.get("local_dir")})
                     else:

@@ -1,6 +1,6 @@
 """Rule load_dict (step `pretrained`): load a pretrained dictionary with its format's own loader, convert it
 to sae-lens format, and check encode fidelity on this preset's cached activations (a failure fails the job)."""
-from saeflow import activations, dictionary, jobs, pretrained, quality, store
+from saeflow import activations, dictionary, hf, jobs, pretrained, quality, store
 
 node, inputs, out = jobs.start(snakemake)  # noqa: F821
 p = node["params"]
@@ -13,6 +13,12 @@ with store.write_artefact(out, node, device=jobs.device_of(node)) as art:
         raise ValueError(f"dictionary {pretrained.dict_id(spec, p['layer'])} of {spec['release']} reads d_in={facts['d_in']}, "
                          f"but the preset's model.d_model is {p['d_in']}")
     sae = dictionary.load_saelens(res["saelens_dir"])
+    if p["model_processing"]:  # a sae-lens dictionary names the TransformerLens processing it was trained on
+        kwargs = getattr(sae.cfg.metadata, "model_from_pretrained_kwargs", None)
+        if hf.processing_for_saelens_kwargs(kwargs) != p["model_processing"]:
+            raise ValueError(f"presets.{node['labels']['preset']}.model.processing is {p['model_processing']!r}, but "
+                             f"{spec['release']} was trained on model_from_pretrained_kwargs={kwargs} (processing "
+                             f"{hf.processing_for_saelens_kwargs(kwargs)!r})")
     gates = quality.evaluate_gates(sae, x, None, {"max_fvu": 1.0, "max_dead_frac": 1.0, "fail": False})
     art.record(fidelity=res["fidelity"], describe=facts, gates=gates,
                formats={"saelens": res["saelens_dir"].relative_to(art.dir).as_posix(), "native": None})

@@ -51,10 +51,17 @@ include: "rules/publish.smk"
 include: "rules/sync.smk"
 
 
+# Light steps (tables, figures, copies) run in the main process, never as cluster jobs.
 localrules:
     all,
     export,
     publish_run,
+    recon_summary,
+    locality_plots,
+    entropy_grid,
+    eval_plots,
+    publish,
+    dataset_card,
 
 
 rule all:

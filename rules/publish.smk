@@ -41,9 +41,6 @@ rule publish_run:
     wildcard_constraints:
         preset=r"[a-z0-9][a-z0-9._-]*",
         dataset=r"[a-z0-9][a-z0-9._-]*",
-    params:
-        store=STORE,
-        data_root=DATA,
     script:
         "../workflow/scripts/publish_run.py"
 

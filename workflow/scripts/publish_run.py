@@ -8,7 +8,8 @@ from saeflow import publish
 
 log = open(snakemake.log[0], "w")  # noqa: F821
 sys.stdout = sys.stderr = log
-run_dir = publish.materialise(Path(snakemake.input[0]), Path(snakemake.params.store),  # noqa: F821
-                              Path(snakemake.params.data_root))  # noqa: F821
-publish.write_text_atomic(snakemake.output[0], json.dumps({"run_dir": str(run_dir), "publish_key": Path(snakemake.input[0]).name}) + "\n")  # noqa: F821
+publish_dir = Path(snakemake.input[0])  # noqa: F821  <store>/publish/<key>
+marker = Path(snakemake.output[0])  # noqa: F821  <data_root>/<preset>/<dataset>/.published/<key>.json
+run_dir = publish.materialise(publish_dir, publish_dir.parents[1], marker.parents[3])
+publish.write_text_atomic(marker, json.dumps({"run_dir": str(run_dir), "publish_key": publish_dir.name}) + "\n")
 print(f"published {run_dir}")

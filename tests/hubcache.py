@@ -20,6 +20,8 @@ import os
 import shutil
 from pathlib import Path
 
+from saeflow.store import sha256_file
+
 
 def repo_folder(cache_dir: str | Path, repo_id: str) -> Path:
     return Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
@@ -34,13 +36,7 @@ def populate_hub_cache(cache_dir: str | Path, repo_id: str, src: str | Path, ref
     files = sorted(p for p in src.rglob("*") if p.is_file())
     if not files:
         raise ValueError(f"no files under {src}")
-    digests = {}
-    for p in files:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        digests[p] = h.hexdigest()
+    digests = {p: sha256_file(p) for p in files}
     if commit is None:
         listing = "".join(f"{p.relative_to(src).as_posix()}\0{d}\n" for p, d in digests.items())
         commit = hashlib.sha1(listing.encode()).hexdigest()

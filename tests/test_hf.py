@@ -9,7 +9,6 @@ a sparsify coder converted to sae-lens, recon, influence) run on it.
 from __future__ import annotations
 
 import math
-import shutil
 import socket
 import time
 
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from hubcache import populate_hub_cache, use_hub_cache
 from saeflow import hf
 
 SITE_LAYER = 1
@@ -36,15 +36,7 @@ def no_network(monkeypatch):
 @pytest.fixture
 def offline_hub(monkeypatch, tmp_path):
     """An empty (or test-populated) hub cache, offline mode, for hub-path specs (local_dir None)."""
-    import huggingface_hub.constants as C
-
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(C, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(C, "HF_HUB_CACHE", str(cache))
-    return cache
+    return use_hub_cache(monkeypatch, tmp_path / "hub")
 
 
 _BUILT: dict = {}
@@ -195,8 +187,7 @@ def test_hub_spec_loads_pinned_revision_from_cache(offline_hub, tiny):
     spec = tiny("gpt-neox")
     commit = spec["revision"]
     assert len(commit) == 40
-    snap = offline_hub / "models--EleutherAI--pythia-70m-deduped" / "snapshots" / commit
-    shutil.copytree(spec["local_dir"], snap)
+    populate_hub_cache(offline_hub, "EleutherAI/pythia-70m-deduped", spec["local_dir"], commit=commit)
     hub_spec = {**spec, "hf_id": "EleutherAI/pythia-70m-deduped", "revision": commit, "local_dir": None,
                 "tl_name": None}
     a, b = hf.load_hooked(hub_spec), hf.load_hooked(spec)

@@ -346,13 +346,20 @@ def load_hf_documents(
         for batch in pf.iter_batches(columns=columns):
             texts = _joined(batch.column(c).to_pylist() for c in text_columns)
             labels = batch.column(label_column).to_pylist() if label_column else [-1] * len(texts)
-            for text, label in zip(texts, labels):
-                if text is not None and text.strip():
-                    docs.append(Document(len(docs), f"{rel}:{row}", text, int(label)))
-                    if max_docs is not None and len(docs) >= max_docs:
-                        return docs
-                row += 1
+            if _add_rows(docs, rel, row, texts, labels, max_docs):
+                return docs
+            row += len(texts)
     return docs
+
+
+def _add_rows(docs: list[Document], rel: str, first_row: int, texts: list, labels: list, max_docs: int | None) -> bool:
+    """Append the non-empty rows of one file's batch (source "<rel>:<row>"); True once max_docs is reached."""
+    for row, (text, label) in enumerate(zip(texts, labels), start=first_row):
+        if text is not None and text.strip():
+            docs.append(Document(len(docs), f"{rel}:{row}", text, int(label)))
+            if max_docs is not None and len(docs) >= max_docs:
+                return True
+    return False
 
 
 def _joined(columns) -> list:
@@ -382,11 +389,8 @@ def _load_data_files(root: pathlib.Path, pattern: str, text_columns: list[str], 
                              f"{list(df.columns)}")
         texts = _joined(df[c].tolist() for c in text_columns)
         labels = df[label_column].tolist() if label_column else [-1] * len(texts)
-        for row, (text, label) in enumerate(zip(texts, labels)):
-            if text is not None and text.strip():
-                docs.append(Document(len(docs), f"{rel}:{row}", text, int(label)))
-                if max_docs is not None and len(docs) >= max_docs:
-                    return docs
+        if _add_rows(docs, rel, 0, texts, labels, max_docs):
+            return docs
     return docs
 
 

@@ -238,7 +238,7 @@ def build_plan(config: dict, workdir: Path | str) -> Plan:
         if model["source"] == "hf":
             ref = {"hf": _model_ref(model)}
             tok = plan.add("hf_tokenizer", {k: v for k, v in _keyed(model).items() if k != "source"}, {},
-                           {"preset": pname}, ref, runtime={"local_dir": model.get("local_dir")})
+                           {"preset": pname}, ref)
         else:
             tok = plan.add("tokenizer", {"vocab_size": model["vocab_size"]},
                            {"corpus": corpora[model["train_dataset"]]}, {"preset": pname})
@@ -312,11 +312,11 @@ def build_plan(config: dict, workdir: Path | str) -> Plan:
 
 
 def _file_identity(path: Path) -> str:
-    import hashlib
+    from saeflow.store import sha256_file
 
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: the dataset card (config key `publish`) is generated from it")
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return sha256_file(path)
 
 
 def _add_publish(plan: Plan, config: dict, pname: str, ds: str, preset: dict, results: dict[str, Node]) -> Node:

@@ -172,12 +172,3 @@ def dataset_card(dataset_md: str, runs: list[dict], dests: list[str], meta: dict
              "| preset | dataset | timestamp | publish key |", "|---|---|---|---|"]
     lines += [f"| {r['preset']} | {r['dataset']} | {r['timestamp']} | `{r['publish_key']}` |" for r in runs]
     return "\n".join(lines) + "\n"
-
-
-def write_text_atomic(path: Path | str, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-

@@ -1,6 +1,5 @@
 """Rule card: the Hugging Face dataset card (README.md with YAML front matter) generated from DATASET.md
 and the runs of this plan; exported to data/README.md."""
-import hashlib
 from pathlib import Path
 
 from saeflow import jobs, publish, store
@@ -14,7 +13,7 @@ for role, path in sorted(inputs.items()):
                  "publish_key": m["key"]})
     dests.update(row["dest"] for row in store.read_json(path / "layout.json"))
 source = Path(snakemake.scriptdir).parents[1] / "DATASET.md"  # noqa: F821
-if hashlib.sha256(source.read_bytes()).hexdigest() != node["inputs"]["DATASET.md"]:
+if store.sha256_file(source) != node["inputs"]["DATASET.md"]:
     raise RuntimeError("DATASET.md changed after the DAG was planned; rerun snakemake")
 dataset_md = source.read_text()
 with store.write_artefact(out, node) as art:

@@ -4,11 +4,11 @@ loads it through TransformerLens (saeflow.lm.load_model -> saeflow.hf.load_hooke
 import json
 from pathlib import Path
 
-from saeflow import hf, jobs, store
+from saeflow import hf, jobs, lm, store
 
 node, inputs, out = jobs.start(snakemake)  # noqa: F821
 p = {k: v for k, v in node["params"].items() if k != "source"}
-local_dir = node["runtime"]["model_local_dirs"].get(f"{p['hf_id']}@{p['revision']}")
+local_dir = lm.local_model_dirs().get(f"{p['hf_id']}@{p['revision']}")
 spec = hf.check_spec({**p, "local_dir": local_dir})
 if local_dir is None:
     from huggingface_hub import hf_hub_download

@@ -1,10 +1,10 @@
 """Rule hf_tokenizer: the preset's Hugging Face tokenizer at its pinned revision (or local copy), saved with
 save_pretrained; records the token every window starts with (saeflow.hf.bos_id)."""
-from saeflow import hf, jobs, store
+from saeflow import hf, jobs, lm, store
 
 node, inputs, out = jobs.start(snakemake)  # noqa: F821
 p = node["params"]
-spec = {**p, "local_dir": node["runtime"].get("local_dir")}
+spec = {**p, "local_dir": lm.local_model_dirs().get(f"{p['hf_id']}@{p['revision']}")}
 with store.write_artefact(out, node) as art:
     tok = hf.load_tokenizer(spec)
     tok.save_pretrained(str(art.path("tokenizer/x").parent))

@@ -15,10 +15,11 @@ with store.write_artefact(out, node, device=jobs.device_of(node)) as art:
     sae = dictionary.load_saelens(res["saelens_dir"])
     if p["model_processing"]:  # a sae-lens dictionary names the TransformerLens processing it was trained on
         kwargs = getattr(sae.cfg.metadata, "model_from_pretrained_kwargs", None)
-        if hf.processing_for_saelens_kwargs(kwargs) != p["model_processing"]:
+        trained_on = hf.processing_for_saelens_kwargs(kwargs)
+        if trained_on != p["model_processing"]:
             raise ValueError(f"presets.{node['labels']['preset']}.model.processing is {p['model_processing']!r}, but "
                              f"{spec['release']} was trained on model_from_pretrained_kwargs={kwargs} (processing "
-                             f"{hf.processing_for_saelens_kwargs(kwargs)!r})")
+                             f"{trained_on!r})")
     gates = quality.evaluate_gates(sae, x, None, {"max_fvu": 1.0, "max_dead_frac": 1.0, "fail": False})
     art.record(fidelity=res["fidelity"], describe=facts, gates=gates,
                formats={"saelens": res["saelens_dir"].relative_to(art.dir).as_posix(), "native": None})

@@ -63,3 +63,19 @@ def test_float16_cache_and_errors(model, tmp_path):
         activations.read_index(tmp_path, "blocks.2.hook_resid_post")
     with pytest.raises(ValueError, match="blocks"):
         activations.site_layer("hook_embed")
+
+
+def test_site_batches_matches_run_with_cache_and_leaves_grad_mode(model):
+    tokens = np.random.default_rng(1).integers(0, 50, (5, 12))
+    hooks = ["blocks.0.hook_resid_post", "blocks.1.ln2.hook_normalized"]
+    _, cache = model.run_with_cache(torch.as_tensor(tokens), names_filter=hooks)
+    for skip_bos in (True, False):
+        seen = 0
+        for i, acts in activations.site_batches(model, tokens, hooks, batch_size=2, skip_bos=skip_bos):
+            assert torch.is_grad_enabled()  # the generator's no_grad does not leak into the caller
+            for h in hooks:
+                want = cache[h][i: i + 2, 1 if skip_bos else 0:]
+                assert acts[h].shape == want.shape and not acts[h].requires_grad
+                torch.testing.assert_close(acts[h], want, rtol=1e-5, atol=1e-6)
+            seen += len(acts[hooks[0]])
+        assert seen == len(tokens)

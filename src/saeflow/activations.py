@@ -195,6 +195,22 @@ def iter_window_blocks(cache_dir: Path, site: str, positions_per_window: int, wi
         yield rest
 
 
+def site_batches(model, tokens, hooks: list[str], batch_size: int = 32, skip_bos: bool = True,
+                 desc: str | None = None) -> Iterator[tuple[int, dict]]:
+    """Yield (i, {hook: activation [b, T', d]}) for the batches tokens[i: i + batch_size] of [n, T] token ids,
+    T' = T - 1 (positions 1..T-1, BOS left out) with skip_bos, else T. No grad; one forward per batch,
+    stopping after the deepest hook's block. desc: show a tqdm progress bar with this label."""
+    import torch
+    from tqdm import tqdm
+
+    stop = max(site_layer(h) for h in hooks) + 1
+    t = torch.as_tensor(tokens, dtype=torch.long)
+    for i in tqdm(range(0, len(t), batch_size), desc=desc, disable=desc is None, mininterval=5):
+        with torch.no_grad():  # not held across the yield: the caller's grad mode stays its own
+            _, cache = model.run_with_cache(t[i: i + batch_size], names_filter=list(hooks), stop_at_layer=stop)
+        yield i, {h: cache[h][:, 1:] if skip_bos else cache[h] for h in hooks}
+
+
 def pooled_features(model, tokens: np.ndarray, hooks: list[str], encoders: dict, batch_size: int = 32,
                     progress: bool = True) -> tuple[dict, dict]:
     """Mean over positions 1..T-1 (BOS excluded) of each hook's activation and of each encoder's codes.
@@ -203,19 +219,16 @@ def pooled_features(model, tokens: np.ndarray, hooks: list[str], encoders: dict,
     One forward per batch, stopping after the deepest hook's block.
     """
     import torch
-    from tqdm import tqdm
 
-    stop = max(site_layer(h) for h in hooks) + 1
     raw = {h: [] for h in hooks}
     codes = {n: [] for n in encoders}
-    t = torch.as_tensor(tokens, dtype=torch.long)
-    with torch.no_grad():
-        for i in tqdm(range(0, len(t), batch_size), desc="pooled features", disable=not progress, mininterval=5):
-            _, cache = model.run_with_cache(t[i: i + batch_size], names_filter=hooks, stop_at_layer=stop)
-            for h in hooks:
-                raw[h].append(cache[h][:, 1:].double().mean(1).numpy())
+    needed = list(dict.fromkeys([*hooks, *(h for h, _ in encoders.values())]))
+    for _, acts in site_batches(model, tokens, needed, batch_size, desc="pooled features" if progress else None):
+        for h in hooks:
+            raw[h].append(acts[h].double().mean(1).numpy())
+        with torch.no_grad():
             for n, (h, encode) in encoders.items():
-                x = cache[h][:, 1:]
+                x = acts[h]
                 f = encode(x.reshape(-1, x.shape[-1])).reshape(x.shape[0], x.shape[1], -1)
                 codes[n].append(f.double().mean(1).numpy())
     return ({h: np.concatenate(v) for h, v in raw.items()}, {n: np.concatenate(v) for n, v in codes.items()})

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from saeflow.activations import site_batches
 from saeflow.influence import DictSpec, window_influence
 
 
@@ -23,10 +24,9 @@ def _site_codes(model, tokens, dicts: dict[int, DictSpec]) -> dict[int, "torch.T
     import torch
 
     names = {L: s.hook_in for L, s in dicts.items()}
-    stop = max(int(n.split(".")[1]) for n in names.values()) + 1
+    _, acts = next(site_batches(model, tokens[None], list(names.values()), skip_bos=False))
     with torch.no_grad():
-        _, cache = model.run_with_cache(tokens[None], names_filter=list(names.values()), stop_at_layer=stop)
-        return {L: dicts[L].codes(cache[n][0]) for L, n in names.items()}
+        return {L: dicts[L].codes(acts[n][0]) for L, n in names.items()}
 
 
 def entropy_vs_depth(model, tokens: np.ndarray, start_idx: np.ndarray, dicts: dict[int, DictSpec],

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from saeflow import autocorr, jobs, locality, store
+from saeflow import activations, autocorr, jobs, locality, store
 
 node, inputs, out = jobs.start(snakemake)  # noqa: F821
 p = node["params"]
@@ -13,18 +13,15 @@ device = jobs.device_of(node)
 model, dicts, win = locality.load_model_and_dicts(inputs, p["layers"], device)
 docs = win["train_tokens"][: p["n_docs"]]
 hooks = {L: s.hook_in for L, s in dicts.items()}
-stop = max(int(h.split(".")[1]) for h in hooks.values()) + 1
 
 
 def codes_by_layer():
     """Yield (doc_id, {layer: codes [T-1, d_sae] numpy}) for every document, batched forwards."""
-    t = torch.as_tensor(docs, dtype=torch.long)
-    with torch.no_grad():
-        for i in range(0, len(t), 32):
-            _, cache = model.run_with_cache(t[i: i + 32], names_filter=list(hooks.values()), stop_at_layer=stop)
-            f = {L: dicts[L].codes(cache[h][:, 1:]).float().numpy() for L, h in hooks.items()}
-            for j in range(f[p["layers"][0]].shape[0]):
-                yield i + j, {L: v[j] for L, v in f.items()}
+    for i, acts in activations.site_batches(model, docs, list(hooks.values()), batch_size=32):
+        with torch.no_grad():
+            f = {L: dicts[L].codes(acts[h]).float().numpy() for L, h in hooks.items()}
+        for j in range(f[p["layers"][0]].shape[0]):
+            yield i + j, {L: v[j] for L, v in f.items()}
 
 
 hp = store.read_manifest(inputs["h_pos"])

@@ -268,10 +268,13 @@ def test_sigkill_mid_job_leaves_nothing_complete_and_rerun_finishes(wd):
         assert new == set(), "a killed job left an artefact at its final path"
         assert planned(wd).get("train_lm") == 1
         # A SIGKILLed Snakemake leaves its lock behind (it cannot clean up); unlocking is the
-        # documented recovery, after which the rerun finishes the job.
+        # documented recovery, after which the rerun finishes the job. Only the killed job and what it
+        # needs are rerun (--until): rebuilding everything downstream of a new LM shows nothing more.
         run(wd, "--unlock")
-        run(wd)
-        assert planned(wd) == {}
+        run(wd, "--until", "train_lm")
+        assert planned(wd, "--until", "train_lm") == {}
+        new = {p.name for p in (wd / "data/store/lm").iterdir() if not p.name.startswith(".")} - before
+        assert len(new) == 1 and store.read_manifest(wd / "data/store/lm" / new.pop())["params"]["steps"] == 1500
         assert store.verify_store(wd / "data/store") == {}
     finally:
         cfg_path.write_text(original)

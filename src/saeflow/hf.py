@@ -91,7 +91,6 @@ torch, transformers and transformer_lens are imported inside the functions.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import re
@@ -505,79 +504,78 @@ def family_config(family: str, size: str = "tiny", vocab_size: int | None = None
     """
     from transformers import Gemma2Config, GPT2Config, GPTNeoXConfig, LlamaConfig, Qwen2Config
 
-    if family not in FAMILIES:
-        raise ValueError(f"family must be one of {', '.join(FAMILIES)}; got {family!r}")
-    if size not in ("tiny", "real"):
-        raise ValueError(f"size must be 'tiny' or 'real'; got {size!r}")
+    _check_family(family, size)
     ids = special_ids or {}
     tiny = size == "tiny"
-    t = dict(layers=3, d=64, heads=4, kv=2, mlp=128, init=0.1)
+    real = {"gpt2": dict(layers=12, d=768, heads=12, vocab=50257),
+            "gpt-neox": dict(layers=6, d=512, heads=8, mlp=2048, vocab=50304),
+            "qwen2": dict(layers=24, d=896, heads=14, kv=2, mlp=4864, vocab=151936),
+            "llama": dict(layers=16, d=2048, heads=32, kv=8, mlp=8192, vocab=128256, head=64),
+            "gemma2": dict(layers=26, d=2304, heads=8, kv=4, mlp=9216, vocab=256000, head=256)}[family]
+    s = {**real, "init": 0.02}
+    if tiny:
+        s.update(layers=3, d=64, heads=4, kv=2, mlp=128, init=0.1, head=16)
+    vocab = vocab_size or real["vocab"]
     if family == "gpt2":
-        r = dict(layers=12, d=768, heads=12, vocab=50257)
         return GPT2Config(
-            n_layer=t["layers"] if tiny else r["layers"], n_embd=t["d"] if tiny else r["d"],
-            n_head=t["heads"] if tiny else r["heads"], n_positions=128 if tiny else 1024,
+            n_layer=s["layers"], n_embd=s["d"], n_head=s["heads"], n_positions=128 if tiny else 1024,
             n_ctx=128 if tiny else 1024,  # not a GPT2Config field, but in gpt2's config.json, and TL reads it
-            vocab_size=vocab_size or r["vocab"], activation_function="gelu_new", layer_norm_epsilon=1e-5,
-            initializer_range=t["init"] if tiny else 0.02, bos_token_id=ids.get("bos", 50256),
+            vocab_size=vocab, activation_function="gelu_new", layer_norm_epsilon=1e-5,
+            initializer_range=s["init"], bos_token_id=ids.get("bos", 50256),
             eos_token_id=ids.get("eos", 50256), tie_word_embeddings=True, architectures=["GPT2LMHeadModel"])
     if family == "gpt-neox":
-        r = dict(layers=6, d=512, heads=8, mlp=2048, vocab=50304)
         return GPTNeoXConfig(
-            num_hidden_layers=t["layers"] if tiny else r["layers"], hidden_size=t["d"] if tiny else r["d"],
-            num_attention_heads=t["heads"] if tiny else r["heads"], intermediate_size=t["mlp"] if tiny else r["mlp"],
-            max_position_embeddings=128 if tiny else 2048, vocab_size=vocab_size or r["vocab"], hidden_act="gelu",
-            rotary_pct=0.25, rotary_emb_base=10000, layer_norm_eps=1e-5, use_parallel_residual=True,
-            initializer_range=t["init"] if tiny else 0.02, tie_word_embeddings=False,
+            num_hidden_layers=s["layers"], hidden_size=s["d"], num_attention_heads=s["heads"],
+            intermediate_size=s["mlp"], max_position_embeddings=128 if tiny else 2048, vocab_size=vocab,
+            hidden_act="gelu", rotary_pct=0.25, rotary_emb_base=10000, layer_norm_eps=1e-5,
+            use_parallel_residual=True, initializer_range=s["init"], tie_word_embeddings=False,
             bos_token_id=ids.get("bos", 0), eos_token_id=ids.get("eos", 0), pad_token_id=ids.get("pad"),
             architectures=["GPTNeoXForCausalLM"])
     if family == "qwen2":
-        r = dict(layers=24, d=896, heads=14, kv=2, mlp=4864, vocab=151936)
         return Qwen2Config(
-            num_hidden_layers=t["layers"] if tiny else r["layers"], hidden_size=t["d"] if tiny else r["d"],
-            num_attention_heads=t["heads"] if tiny else r["heads"], num_key_value_heads=t["kv"] if tiny else r["kv"],
-            intermediate_size=t["mlp"] if tiny else r["mlp"], max_position_embeddings=131072,
-            vocab_size=vocab_size or r["vocab"], hidden_act="silu", rms_norm_eps=1e-6,
+            num_hidden_layers=s["layers"], hidden_size=s["d"], num_attention_heads=s["heads"],
+            num_key_value_heads=s["kv"], intermediate_size=s["mlp"], max_position_embeddings=131072,
+            vocab_size=vocab, hidden_act="silu", rms_norm_eps=1e-6,
             rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}, use_sliding_window=False,
-            initializer_range=t["init"] if tiny else 0.02, tie_word_embeddings=True,
+            initializer_range=s["init"], tie_word_embeddings=True,
             bos_token_id=ids.get("eos", 151643), eos_token_id=ids.get("eos", 151643),
             architectures=["Qwen2ForCausalLM"])
     if family == "llama":
-        r = dict(layers=16, d=2048, heads=32, kv=8, mlp=8192, vocab=128256)
         return LlamaConfig(
-            num_hidden_layers=t["layers"] if tiny else r["layers"], hidden_size=t["d"] if tiny else r["d"],
-            num_attention_heads=t["heads"] if tiny else r["heads"], num_key_value_heads=t["kv"] if tiny else r["kv"],
-            head_dim=(t["d"] // t["heads"]) if tiny else 64, intermediate_size=t["mlp"] if tiny else r["mlp"],
-            max_position_embeddings=131072, vocab_size=vocab_size or r["vocab"], hidden_act="silu",
+            num_hidden_layers=s["layers"], hidden_size=s["d"], num_attention_heads=s["heads"],
+            num_key_value_heads=s["kv"], head_dim=s["head"], intermediate_size=s["mlp"],
+            max_position_embeddings=131072, vocab_size=vocab, hidden_act="silu",
             rms_norm_eps=1e-5, rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0,
                                                 "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                                                 "original_max_position_embeddings": 8192},
-            initializer_range=t["init"] if tiny else 0.02, tie_word_embeddings=True,
+            initializer_range=s["init"], tie_word_embeddings=True,
             bos_token_id=ids.get("bos", 128000), eos_token_id=ids.get("eos", 128001), pad_token_id=ids.get("pad"),
             architectures=["LlamaForCausalLM"])
-    r = dict(layers=26, d=2304, heads=8, kv=4, mlp=9216, vocab=256000, head=256)
-    head = (t["d"] // t["heads"]) if tiny else r["head"]
     return Gemma2Config(
-        num_hidden_layers=t["layers"] if tiny else r["layers"], hidden_size=t["d"] if tiny else r["d"],
-        num_attention_heads=t["heads"] if tiny else r["heads"], num_key_value_heads=t["kv"] if tiny else r["kv"],
-        head_dim=head, query_pre_attn_scalar=head, intermediate_size=t["mlp"] if tiny else r["mlp"],
-        max_position_embeddings=8192, vocab_size=vocab_size or r["vocab"], hidden_activation="gelu_pytorch_tanh",
-        rms_norm_eps=1e-6, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        num_hidden_layers=s["layers"], hidden_size=s["d"], num_attention_heads=s["heads"],
+        num_key_value_heads=s["kv"], head_dim=s["head"], query_pre_attn_scalar=s["head"],
+        intermediate_size=s["mlp"], max_position_embeddings=8192, vocab_size=vocab,
+        hidden_activation="gelu_pytorch_tanh", rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
         sliding_window=4 if tiny else 4096, attn_logit_softcapping=5.0 if tiny else 50.0,
-        final_logit_softcapping=3.0 if tiny else 30.0, initializer_range=t["init"] if tiny else 0.02,
+        final_logit_softcapping=3.0 if tiny else 30.0, initializer_range=s["init"],
         tie_word_embeddings=True, bos_token_id=ids.get("bos", 2), eos_token_id=ids.get("eos", 1),
         pad_token_id=ids.get("pad", 0), architectures=["Gemma2ForCausalLM"])
 
 
+def _check_family(family: str, size: str) -> None:
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {', '.join(FAMILIES)}; got {family!r}")
+    if size not in ("tiny", "real"):
+        raise ValueError(f"size must be 'tiny' or 'real'; got {size!r}")
+
+
 def _dir_digest(d: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(q for q in d.rglob("*") if q.is_file()):
-        h.update(p.relative_to(d).as_posix().encode() + b"\0")
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        h.update(b"\0")
-    return h.hexdigest()
+    """sha256 over the {relative path: sha256} map of every file under d (the store's file hashing)."""
+    from saeflow.keys import sha256_hex
+    from saeflow.store import file_hashes
+
+    return sha256_hex(json.dumps({rel: f["sha256"] for rel, f in file_hashes(d).items()}, sort_keys=True))
 
 
 def random_model(family: str, out_dir: str | Path, size: str = "tiny", seed: int = 0,
@@ -598,10 +596,7 @@ def random_model(family: str, out_dir: str | Path, size: str = "tiny", seed: int
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
-    if family not in FAMILIES:
-        raise ValueError(f"family must be one of {', '.join(FAMILIES)}; got {family!r}")
-    if size not in ("tiny", "real"):
-        raise ValueError(f"size must be 'tiny' or 'real'; got {size!r}")
+    _check_family(family, size)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tok = _train_family_tokenizer(family, out_dir)

@@ -17,6 +17,7 @@ def main(repeats=5, batch_size=32):
     import torch
 
     from saeflow.activations import cache_activations
+    from saeflow.tensors import to_numpy
     from saeflow.plan import hook_name
 
     model, tokens = model_and_tokens()
@@ -32,7 +33,7 @@ def main(repeats=5, batch_size=32):
 
     def cached():
         with tempfile.TemporaryDirectory() as d:
-            cache_activations(model, tokens.numpy(), sites, d, dtype="float16", shard_tokens=65536,
+            cache_activations(model, to_numpy(tokens), sites, d, dtype="float16", shard_tokens=65536,
                               batch_size=batch_size, progress=False)
 
     bare(), cached()  # warm-up

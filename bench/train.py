@@ -65,13 +65,14 @@ def main(repeats=3):
     import torch
 
     from saeflow.activations import cache_activations
+    from saeflow.tensors import to_numpy
 
     model, tokens = model_and_tokens(n_windows=2560)
     site = "blocks.1.hook_resid_post"
     t_ref, t_new, t_total = [], [], []
     with tempfile.TemporaryDirectory() as d:
         cache_dir = Path(d) / "cache"
-        cache_activations(model, tokens.numpy(), [site], cache_dir, shard_tokens=32768, progress=False)
+        cache_activations(model, to_numpy(tokens), [site], cache_dir, shard_tokens=32768, progress=False)
         for r in range(repeats):
             t_ref.append(reference_loop(cache_dir, site, r))
             loop_s, total_s = saeflow_loop(cache_dir, site, r, Path(d) / f"run{r}")

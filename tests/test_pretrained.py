@@ -19,6 +19,7 @@ pytest.importorskip("sae_lens")
 pytest.importorskip("sparsify")
 
 sys.path.insert(0, str(Path(__file__).parent))
+from ties import assert_same_active_codes  # noqa: E402
 
 import hubcache  # noqa: E402
 from saeflow import dictionary as D  # noqa: E402
@@ -69,8 +70,7 @@ def _spec(fmt, case, source):
 def _assert_same_codes(a, b, x):
     with torch.no_grad():
         fa, fb = D.encode(a, x), D.encode(b, x)
-    assert torch.equal(fa > 0, fb > 0)
-    torch.testing.assert_close(fa, fb, rtol=1e-5, atol=1e-5)
+    assert_same_active_codes(fa, fb)  # identical up to a float tie at the selection boundary
 
 
 # --------------------------------------------------------------------------------------------------
@@ -100,7 +100,7 @@ def test_load_convert_check_save_reload(hub, case, source, tmp_path):
     res = P.load_pretrained(spec, LAYER, HOOK, x, tmp_path)
 
     fid = res["fidelity"]
-    assert fid["passed"] and fid["jaccard_min"] == 1.0 and fid["identical_active_frac"] == 1.0
+    assert fid["passed"] and fid["n_differing_tokens"] == 0 and fid["n_tied_tokens"] <= 1  # ties: another machine's kernels
     assert fid["n_tokens"] == len(x)
     d = res["describe"]
     assert (d["d_in"], d["d_sae"], d["hook_name"], d["architecture"]) == (D_IN, D_SAE, HOOK, arch)
@@ -172,7 +172,7 @@ def test_dropping_the_b_dec_shift_is_caught(hub, case, tmp_path, monkeypatch):
 
     monkeypatch.setattr(P, "to_saelens", wrong)
     spec = _spec(case[0], hub[case], "local")
-    with pytest.raises(RuntimeError, match="jaccard_min") as e:
+    with pytest.raises(RuntimeError, match="tokens differ beyond a tie") as e:
         P.load_pretrained(spec, LAYER, HOOK, _x(), tmp_path)
     assert hub[case]["repo"] in str(e.value) and TEMPLATES[case[0]].format(layer=LAYER) in str(e.value)
     assert not (tmp_path / "saelens").exists()
@@ -221,7 +221,7 @@ def test_gemma_scope_params_npz(tmp_path, monkeypatch):
     spec = {"format": "saelens", "release": "gemma-scope-2b-pt-res", "id": sae_id, "local_dir": str(root)}
     x = _x(32, d=2304)
     res = P.load_pretrained(spec, 0, "hook_embed", x, tmp_path / "local")
-    assert res["fidelity"]["passed"] and res["fidelity"]["jaccard_min"] == 1.0
+    assert res["fidelity"]["passed"] and res["fidelity"]["n_differing_tokens"] == 0
     d = res["describe"]
     assert (d["architecture"], d["d_in"], d["d_sae"], d["apply_b_dec_to_input"]) == ("jumprelu", 2304, 4096, False)
     assert "threshold" in d

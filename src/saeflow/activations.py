@@ -21,6 +21,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from saeflow.tensors import to_numpy
+
 DTYPES = ("float16", "bfloat16", "float32")
 
 
@@ -225,10 +227,10 @@ def pooled_features(model, tokens: np.ndarray, hooks: list[str], encoders: dict,
     needed = list(dict.fromkeys([*hooks, *(h for h, _ in encoders.values())]))
     for _, acts in site_batches(model, tokens, needed, batch_size, desc="pooled features" if progress else None):
         for h in hooks:
-            raw[h].append(acts[h].double().mean(1).numpy())
+            raw[h].append(to_numpy(acts[h].double().mean(1)))
         with torch.no_grad():
             for n, (h, encode) in encoders.items():
                 x = acts[h]
                 f = encode(x.reshape(-1, x.shape[-1])).reshape(x.shape[0], x.shape[1], -1)
-                codes[n].append(f.double().mean(1).numpy())
+                codes[n].append(to_numpy(f.double().mean(1)))
     return ({h: np.concatenate(v) for h, v in raw.items()}, {n: np.concatenate(v) for n, v in codes.items()})

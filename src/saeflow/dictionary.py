@@ -39,6 +39,8 @@ AUXK_ALPHA = 1 / 32
 # default window is min(10M, n_tokens / 10) (same window, converted to steps, for sae-lens).
 DEAD_TOKENS_MAX = 10_000_000
 FIDELITY_RTOL = 1e-4
+# Selection scores this close to the boundary (relative) are a float tie: see check_encode_fidelity.
+TIE_RTOL = 1e-4
 
 CURVE_FIELDS = ("step", "tokens", "loss", "fvu", "l0", "dead_frac", "lr")
 
@@ -217,39 +219,102 @@ def reconstruct(dict_module, x):
     return out if skip is None else out + skip
 
 
+def selection_scores(dict_module, x):
+    """(scores s [n, d_sae], boundary b, k) of how a dictionary picks its active latents on x [n, d_in].
+
+    A latent i is active on token t iff s[t, i] > b[t, i] (ReLU: s = pre-activation, b = 0; JumpReLU:
+    b = the latent's threshold) or, for TopK (k not None), iff it is among the k largest s[t] and s > 0
+    (s = relu(pre-activation), as sparsify and sae-lens select; b[t] = the k-th largest s[t]). The
+    pre-activation is the one the module's own ``encode`` computes (sae-lens: captured at its
+    ``hook_sae_acts_pre``, times the decoder norms when it rescales before TopK).
+    """
+    import torch
+
+    if _is_sparsify(dict_module):
+        xin = x if dict_module.cfg.transcode else x - dict_module.b_dec
+        s = torch.relu(torch.nn.functional.linear(xin, dict_module.encoder.weight, dict_module.encoder.bias))
+        k = int(dict_module.cfg.k)
+    elif hasattr(dict_module, "encoder") and hasattr(dict_module, "bias"):  # dictionary_learning AutoEncoder
+        return dict_module.encoder(x - dict_module.bias), torch.zeros((), dtype=x.dtype, device=x.device), None
+    else:
+        seen = []
+        handle = dict_module.hook_sae_acts_pre.register_forward_hook(lambda _m, _i, out: seen.append(out))
+        try:
+            dict_module.encode(x)
+        finally:
+            handle.remove()
+        s = seen[-1]
+        cfg = dict_module.cfg
+        k = getattr(cfg, "k", None)
+        if k is None:
+            threshold = getattr(dict_module, "threshold", None)
+            b = torch.zeros((), dtype=s.dtype, device=s.device) if threshold is None else threshold.to(s.dtype)
+            return s, b, None
+        if getattr(cfg, "rescale_acts_by_decoder_norm", False):
+            s = s * dict_module.W_dec.norm(dim=-1)
+        s, k = torch.relu(s), int(k)
+    return s, s.topk(k, dim=-1).values[:, -1:], k
+
+
 def check_encode_fidelity(native, converted, x) -> dict:
-    """Compare a sparsify coder and its sae-lens conversion on activations x [n, d_in].
+    """Compare a dictionary and its sae-lens conversion (or reloaded copy) on activations x [n, d_in].
 
     Active set A(t) = {i : f_i(t) > 0} per token t (sparsify may return zero-valued TopK slots when
     fewer than k pre-activations are positive, sae-lens picks other zero slots: only nonzeros count).
-    jaccard(t) = |A_n & A_c| / |A_n | A_c| (1 when both are empty). ``passed`` requires every token's
-    sets identical and max|x_hat_n - x_hat_c| <= 1e-4 * max|x_hat_n| (x_hat incl. skip connection).
+    jaccard(t) = |A_n & A_c| / |A_n | A_c| (1 when both are empty).
+
+    A token whose sets differ is a *tie*, not a difference, when every latent i of the symmetric
+    difference S(t) sits on the selection boundary in both modules (``selection_scores``):
+    |s_i(t) - b_i(t)| <= TIE_RTOL * max(|b_i(t)|, rms_j s_j(t)), e.g. the k-th and (k+1)-th TopK
+    pre-activations 2e-7 apart, where which one wins depends on the machine's kernels. The
+    reconstructions are then compared with the tied latents' contributions removed:
+    x_hat'(t) = decode(f(t) with S(t) zeroed) (+ skip term). ``passed`` requires every differing token to
+    be a tie and max|x_hat'_n - x_hat'_c| <= FIDELITY_RTOL * max|x_hat_n| (on identical tokens x_hat' = x_hat).
+    A real difference (e.g. a dropped ``x - b_dec`` shift) moves many latents far from any boundary and fails.
     """
     import torch
 
     with torch.no_grad():
         x = x.reshape(-1, x.shape[-1]).to(torch.float32)
         f_n, f_c = encode(native, x), encode(converted, x)
-        r_n, r_c = reconstruct(native, x), reconstruct(converted, x)
+        r_n = reconstruct(native, x)
         a_n, a_c = f_n > 0, f_c > 0
         inter, union = (a_n & a_c).sum(-1).float(), (a_n | a_c).sum(-1).float()
         jac = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
         identical = (a_n == a_c).all(-1)
-        recon_diff = (r_n - r_c).abs().max().item()
+        sym = a_n != a_c
+        tied = torch.zeros_like(identical)
+        if not identical.all():
+            rows = (~identical).nonzero().flatten()
+            on_boundary = torch.ones(len(rows), len(f_n[0]), dtype=torch.bool, device=x.device)
+            for module in (native, converted):
+                s, b, _ = selection_scores(module, x[rows])
+                b = b.expand_as(s)
+                scale = torch.maximum(b.abs(), s.pow(2).mean(-1, keepdim=True).sqrt())
+                on_boundary &= (s - b).abs() <= TIE_RTOL * scale
+            tied[rows] = (on_boundary | ~sym[rows]).all(-1)
+        keep = (~sym).to(f_n.dtype)
+        skip = skip_term(native, x)
+        r_n_kept = decode(native, f_n * keep) + (0 if skip is None else skip)
+        skip_c = skip_term(converted, x)
+        r_c_kept = decode(converted, f_c * keep) + (0 if skip_c is None else skip_c)
+        recon_diff = (r_n_kept - r_c_kept).abs().max().item()
         rel = recon_diff / max(r_n.abs().max().item(), 1e-12)
         res = {"n_tokens": int(x.shape[0]), "jaccard_min": jac.min().item(), "jaccard_mean": jac.mean().item(),
-               "identical_active_frac": identical.float().mean().item(),
-               "max_abs_latent_diff": (f_n - f_c).abs().max().item(), "max_abs_recon_diff": recon_diff,
-               "rel_recon_diff": rel}
-    res["passed"] = bool(identical.all().item()) and rel <= FIDELITY_RTOL
+               "identical_active_frac": identical.float().mean().item(), "n_tied_tokens": int(tied.sum().item()),
+               "n_differing_tokens": int((~identical & ~tied).sum().item()),
+               "max_abs_latent_diff": ((f_n - f_c) * keep).abs().max().item(), "max_abs_recon_diff": recon_diff,
+               "rel_recon_diff": rel, "tie_rtol": TIE_RTOL}
+    res["passed"] = res["n_differing_tokens"] == 0 and rel <= FIDELITY_RTOL
     return res
 
 
 # --------------------------------------------------------------------------------------------------
 # Training
 
-def _rebatch(batches: Callable[[], Iterator], batch_size: int, n_steps: int, want_y: bool, d_in: int | None = None):
-    """Yield exactly n_steps (x, y) batches of exactly batch_size rows, re-invoking batches() per epoch.
+def _rebatch(batches: Callable[[], Iterator], batch_size: int, n_steps: int, want_y: bool, d_in: int | None = None,
+             device: str = "cpu"):
+    """Yield exactly n_steps (x, y) batches of exactly batch_size rows on `device`, re-invoking batches() per epoch.
 
     Incoming batches of any row count are stitched together, so epoch ends and ragged batches are fine.
     """
@@ -271,7 +336,7 @@ def _rebatch(batches: Callable[[], Iterator], batch_size: int, n_steps: int, wan
             while have >= batch_size and produced < n_steps:
                 bx = torch.cat(buf_x)
                 by = None if not want_y else torch.cat(buf_y)
-                yield bx[:batch_size], None if by is None else by[:batch_size]
+                yield bx[:batch_size].to(device), None if by is None else by[:batch_size].to(device)
                 produced += 1
                 buf_x, buf_y = [bx[batch_size:]], [None if by is None else by[batch_size:]]
                 have -= batch_size
@@ -279,6 +344,28 @@ def _rebatch(batches: Callable[[], Iterator], batch_size: int, n_steps: int, wan
                 return
         if empty:
             raise ValueError("batches() returned an empty iterator")
+
+
+def _check_finite_loss(kind: str, step: int, batch_size: int, loss, x, y) -> None:
+    """Fail at the first non-finite loss, naming the step and its batch (tokens [(step-1)*bs, step*bs) of the
+    stream) and whether the batch itself held a non-finite activation (a bad cache) or not (divergence)."""
+    import torch
+
+    if not torch.isfinite(loss).all():
+        bad_in = not bool(torch.isfinite(x).all()) or (y is not None and not bool(torch.isfinite(y).all()))
+        raise FloatingPointError(
+            f"{kind} training: non-finite loss {float(loss.detach()):.4g} at step {step} (batch of stream tokens "
+            f"{(step - 1) * batch_size}..{step * batch_size - 1}); "
+            + ("the batch holds non-finite activations: check the cache (saeflow verify)" if bad_in
+               else "the batch is finite: training diverged (lower the lr)"))
+
+
+def _check_finite_weights(kind: str, module) -> None:
+    import torch
+
+    bad = [n for n, t in module.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise FloatingPointError(f"{kind} training produced non-finite weights in {', '.join(bad)}; nothing was saved")
 
 
 def _lr_lambda(n_steps: int, warmup: int):
@@ -291,7 +378,7 @@ def _lr_lambda(n_steps: int, warmup: int):
 
 
 def _train_sparsify(kind, stream, d_in, d_sae, k, n_steps, batch_size, lr, seed, auxk_alpha, dead_tokens,
-                    log_every, progress, curve):
+                    log_every, progress, curve, device="cpu"):
     """Manual sparsify training loop, step for step as ``sparsify.Trainer.fit`` with loss_fn="fvu".
 
     Step 1 initialises b_dec = mean(target) and, for transcoders, encoder.bias = -mean(x) @ W_enc.T
@@ -310,11 +397,11 @@ def _train_sparsify(kind, stream, d_in, d_sae, k, n_steps, batch_size, lr, seed,
     transcode = kind in TRANSCODER_KINDS
     torch.manual_seed(seed)
     coder = SparseCoder(d_in, SparseCoderConfig(num_latents=d_sae, k=k, transcode=transcode,
-                                                skip_connection=transcode), device="cpu", dtype=torch.float32)
+                                                skip_connection=transcode), device=device, dtype=torch.float32)
     norm_dec = coder.cfg.normalize_decoder and not transcode
     opt = torch.optim.Adam(coder.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(n_steps, min(LR_WARMUP_STEPS, n_steps // 10)))
-    since_fired = torch.zeros(d_sae, dtype=torch.long)
+    since_fired = torch.zeros(d_sae, dtype=torch.long, device=device)
     for step, (x, y) in enumerate(tqdm(stream, total=n_steps, disable=not progress, desc=kind), 1):
         target = y if transcode else x
         if step == 1:
@@ -327,6 +414,7 @@ def _train_sparsify(kind, stream, d_in, d_sae, k, n_steps, batch_size, lr, seed,
         dead = since_fired > dead_tokens
         out = coder(x, y if transcode else None, dead_mask=dead if auxk_alpha > 0 else None)
         loss = out.fvu + auxk_alpha * out.auxk_loss
+        _check_finite_loss(kind, step, batch_size, loss, x, y)
         loss.backward()
         if norm_dec:
             coder.remove_gradient_parallel_to_decoder_directions()
@@ -347,7 +435,7 @@ def _train_sparsify(kind, stream, d_in, d_sae, k, n_steps, batch_size, lr, seed,
 
 
 def _train_saelens(stream, d_in, d_sae, k, n_steps, batch_size, lr, seed, dead_tokens, hook_name,
-                   log_every, progress, curve):
+                   log_every, progress, curve, device="cpu"):
     """sae-lens ``TopKTrainingSAE`` (library defaults: rescale_acts_by_decoder_norm, decoder_init_norm 0.1,
     AuxK coefficient 1) trained by ``SAETrainer`` (Adam, grad-norm clip 1) with W&B and checkpoints off.
     Two settings follow sparsify so the kinds are comparable: b_dec starts at the first batch's mean
@@ -362,14 +450,14 @@ def _train_saelens(stream, d_in, d_sae, k, n_steps, batch_size, lr, seed, dead_t
     from sae_lens.saes.sae import SAEMetadata
 
     torch.manual_seed(seed)
-    sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d_in, d_sae=d_sae, k=k, dtype="float32", device="cpu",
+    sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d_in, d_sae=d_sae, k=k, dtype="float32", device=device,
                                                 metadata=SAEMetadata(hook_name=hook_name)))
     warmup = min(LR_WARMUP_STEPS, n_steps // 10)
     cfg = SAETrainerConfig(total_training_samples=n_steps * batch_size, train_batch_size_samples=batch_size,
                            lr=lr, lr_end=lr, lr_warm_up_steps=warmup, lr_decay_steps=n_steps - warmup,
                            dead_feature_window=max(1, math.ceil(dead_tokens / batch_size)),
                            n_checkpoints=0, checkpoint_path=None, save_final_checkpoint=False,
-                           logger=LoggingConfig(log_to_wandb=False))
+                           logger=LoggingConfig(log_to_wandb=False), device=str(device))
 
     class Trainer(st.SAETrainer):
         def step(self, batch):
@@ -379,6 +467,7 @@ def _train_saelens(stream, d_in, d_sae, k, n_steps, batch_size, lr, seed, dead_t
             lr_now = self.optimizer.param_groups[0]["lr"]
             out = super().step(batch)
             s = self.n_training_steps + 1  # fit() increments after step()
+            _check_finite_loss("saelens-topk", s, batch_size, out.loss, batch, None)
             if (s - 1) % log_every == 0 or s == n_steps:
                 with torch.no_grad():
                     x, x_hat = out.sae_in, out.sae_out
@@ -403,7 +492,7 @@ def train_dictionary(kind: str, batches: Callable[[], Iterator], d_in: int, d_sa
                      n_tokens: int, batch_size: int, lr: float | None, seed: int, out_dir: Path,
                      hook_name: str, hook_name_out: str | None = None, check_batch: tuple | None = None,
                      log_every: int = 10, progress: bool = True, *, auxk_alpha: float = AUXK_ALPHA,
-                     dead_tokens: int | None = None) -> TrainResult:
+                     dead_tokens: int | None = None, device: str = "cpu") -> TrainResult:
     """Train one dictionary of ``kind`` on activation batches and save it under ``out_dir``.
 
     batches(): a fresh iterator of float32 (x, y), x [n, d_in]; y None for SAEs, the MLP output for
@@ -420,6 +509,10 @@ def train_dictionary(kind: str, batches: Callable[[], Iterator], d_in: int, d_sa
       out_dir/"saelens" (sae-lens format, ``load_saelens``). Sparsify conversions are checked with
       ``check_encode_fidelity`` on ``check_batch`` (default: the first batch of batches()); a failed check
       raises RuntimeError. Deterministic on CPU for a given seed and batch order.
+    device: where the training loop runs (batches are moved there); the saved dictionary, the conversion and
+      the fidelity check are on the CPU in float32.
+    Finiteness: a non-finite loss fails at its step (FloatingPointError naming the step, its tokens and
+      whether the batch itself was finite), and non-finite trained weights fail before anything is saved.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
@@ -445,13 +538,14 @@ def train_dictionary(kind: str, batches: Callable[[], Iterator], d_in: int, d_sa
     n_steps = n_tokens // batch_size
     lr = lr or 2e-4 / (d_sae / 2**14) ** 0.5
     dead_tokens = dead_tokens if dead_tokens is not None else min(DEAD_TOKENS_MAX, max(1, n_tokens // 10))
-    stream = _rebatch(batches, batch_size, n_steps, want_y=transcode, d_in=d_in)
+    stream = _rebatch(batches, batch_size, n_steps, want_y=transcode, d_in=d_in, device=device)
     curve: list[dict] = []
 
     t0 = time.perf_counter()
     if kind == "saelens-topk":
         sae = _train_saelens(stream, d_in, d_sae, k, n_steps, batch_size, lr, seed, dead_tokens, hook_name,
-                             log_every, progress, curve)
+                             log_every, progress, curve, device).to("cpu")
+        _check_finite_weights(kind, sae)
         saelens_dir = out_dir / "saelens"
         train_s = time.perf_counter() - t0
         sae.save_inference_model(saelens_dir)
@@ -462,7 +556,8 @@ def train_dictionary(kind: str, batches: Callable[[], Iterator], d_in: int, d_sa
     from sparsify import SparseCoder
 
     coder = _train_sparsify(kind, stream, d_in, d_sae, k, n_steps, batch_size, lr, seed, auxk_alpha,
-                            dead_tokens, log_every, progress, curve)
+                            dead_tokens, log_every, progress, curve, device).to("cpu")
+    _check_finite_weights(kind, coder)
     train_s = time.perf_counter() - t0
     native_dir = out_dir / "native"
     coder.save_to_disk(native_dir)

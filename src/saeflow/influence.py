@@ -41,6 +41,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from saeflow.tensors import to_numpy
+
 EPS = 1e-12
 METHODS = ("auto", "site", "latent")
 # On a 1-thread CPU, VJP chunks of 16-32 rows ran 25-35% faster than 256 (the batched activations stop
@@ -283,10 +285,10 @@ def _layer_influence(layer, leaf, y, encode, threshold, token_vector, method, me
 
 
 def _result(layer, idx, act, J, R, method) -> LayerInfluence:
-    Jn = J.detach().float().cpu().numpy()
-    Rn = None if R is None else R.detach().float().cpu().numpy()
+    Jn = to_numpy(J, np.float32)
+    Rn = None if R is None else to_numpy(R, np.float32)
     return LayerInfluence(
-        layer=layer, latents=idx.cpu().numpy().astype(np.int64), activations=act[idx].float().cpu().numpy(),
+        layer=layer, latents=to_numpy(idx).astype(np.int64), activations=to_numpy(act[idx], np.float32),
         J=Jn, H=entropy_bits(Jn).reshape(-1), R=Rn, H_token=None if Rn is None else float(entropy_bits(Rn)),
         method=method)
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from saeflow.activations import site_batches
 from saeflow.influence import DictSpec, window_influence
+from saeflow.tensors import to_numpy
 
 
 def _site_codes(model, tokens, dicts: dict[int, DictSpec]) -> dict[int, "torch.Tensor"]:
@@ -57,7 +58,7 @@ def entropy_vs_depth(model, tokens: np.ndarray, start_idx: np.ndarray, dicts: di
             for a, h, act in zip(r.latents, r.H, r.activations):
                 o["f"].append((b, int(w), int(start_idx[w]), int(a), float(h), float(act)))
             o["J"].append(r.J)
-            o["A"].append(codes[L][:, r.latents].T.float().numpy())
+            o["A"].append(to_numpy(codes[L][:, torch.as_tensor(r.latents, device=codes[L].device)].T, torch.float32))
             o["w"].append((b, int(w), int(start_idx[w]), r.H_token if r.H_token is not None else np.nan, len(r.latents)))
             if r.R is not None:
                 o["R"].append(r.R)
@@ -99,7 +100,7 @@ def top_events(blocks, positions_per_window: int, k: int, min_pos: int = 1) -> p
             raise ValueError("blocks must hold whole windows (rows a multiple of positions_per_window)")
         f = f.reshape(n_w, positions_per_window, -1)[:, first_row:]
         v, p = f.max(dim=1)                                   # per window and latent: its argmax event
-        w = torch.arange(w0, w0 + n_w).unsqueeze(1).expand_as(v)
+        w = torch.arange(w0, w0 + n_w, device=v.device).unsqueeze(1).expand_as(v)
         p = p + first_row + 1
         if best_v is not None:
             v, w, p = torch.cat([best_v, v]), torch.cat([best_w, w]), torch.cat([best_p, p])
@@ -111,8 +112,8 @@ def top_events(blocks, positions_per_window: int, k: int, min_pos: int = 1) -> p
         return pd.DataFrame(columns=["feature_id", "event_idx", "window_idx", "pos", "activation"])
     kk, d = best_v.shape
     rows = pd.DataFrame({"feature_id": np.tile(np.arange(d), kk), "event_idx": np.repeat(np.arange(kk), d),
-                         "window_idx": best_w.reshape(-1).numpy(), "pos": best_p.reshape(-1).numpy(),
-                         "activation": best_v.reshape(-1).float().numpy()})
+                         "window_idx": to_numpy(best_w.reshape(-1)), "pos": to_numpy(best_p.reshape(-1)),
+                         "activation": to_numpy(best_v.reshape(-1), torch.float32)})
     rows = rows[rows["activation"] > 0]
     return rows.sort_values(["feature_id", "event_idx"]).reset_index(drop=True)
 

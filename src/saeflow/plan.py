@@ -256,6 +256,7 @@ def build_plan(config: dict, workdir: Path | str) -> Plan:
         else:
             lm_params = {k: v for k, v in model.items() if k != "train_dataset"}
             lm_params["n_ctx"] = win_cfg["ctx_len"]
+            lm_params["device"] = device
             lm = plan.add("lm", lm_params, {"windows": windows_for(model["train_dataset"]), "tokenizer": tok},
                           {"preset": pname}, device=device)
 

@@ -63,6 +63,8 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
+from saeflow.tensors import to_numpy
+
 FORMATS = ("saelens", "sparsify", "dictionary_learning")
 SPEC_KEYS = ("format", "release", "id", "revision", "local_dir")
 SAELENS_ARCHITECTURES = ("topk", "jumprelu", "standard")
@@ -426,7 +428,8 @@ def load_pretrained(spec: dict, layer: int, hook_name: str, x, out_dir: str | Pa
         shutil.rmtree(saelens_dir, ignore_errors=True)
         raise RuntimeError(f"sae-lens copy of {what} does not encode like the native dictionary: "
                            f"jaccard_min={fidelity['jaccard_min']:.4f}, identical_active_frac="
-                           f"{fidelity['identical_active_frac']:.4f}, max_abs_latent_diff="
+                           f"{fidelity['identical_active_frac']:.4f}, {fidelity['n_differing_tokens']} tokens differ "
+                           f"beyond a tie ({fidelity['n_tied_tokens']} ties), max_abs_latent_diff="
                            f"{fidelity['max_abs_latent_diff']:.3g}, rel_recon_diff={fidelity['rel_recon_diff']:.3g} "
                            f"on {fidelity['n_tokens']} tokens")
     return {"fidelity": fidelity, "describe": describe(reloaded), "native": native_facts,
@@ -491,8 +494,8 @@ def write_tiny(format: str, root: str | Path, layer: int, d_in: int, d_sae: int,
             if architecture != "jumprelu":
                 raise ValueError("Gemma Scope SAEs are JumpReLU")
             folder.mkdir(parents=True, exist_ok=True)
-            np.savez(folder / "params.npz", W_enc=W_enc.numpy(), W_dec=W_dec.numpy(), b_enc=b_enc.numpy(),
-                     b_dec=b_dec.numpy(), threshold=threshold.numpy())
+            np.savez(folder / "params.npz", **{n: to_numpy(t) for n, t in (
+                ("W_enc", W_enc), ("W_dec", W_dec), ("b_enc", b_enc), ("b_dec", b_dec), ("threshold", threshold))})
             return folder
         if cfg_style == "legacy":
             from safetensors.torch import save_file

@@ -6,15 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from saeflow.bootstrap import bootstrap_ci
-
-
-def _as_numpy(x) -> np.ndarray:
-    if hasattr(x, "detach"):  # torch tensor, without importing torch
-        x = x.detach().to("cpu")
-        if str(x.dtype) == "torch.bfloat16":
-            x = x.float()
-        x = x.numpy()
-    return np.asarray(x)
+from saeflow.tensors import to_numpy
 
 
 def mean_pool(acts, mask=None) -> np.ndarray:
@@ -24,7 +16,7 @@ def mean_pool(acts, mask=None) -> np.ndarray:
     but t = 0 (BOS excluded). Accumulated in float64; returns [n_seq, d] float64. A sequence with no
     included position raises ValueError.
     """
-    a = _as_numpy(acts)
+    a = to_numpy(acts)
     if a.ndim != 3:
         raise ValueError(f"acts must have shape [n_seq, T, d], got {a.shape}")
     n, T, _ = a.shape
@@ -32,7 +24,7 @@ def mean_pool(acts, mask=None) -> np.ndarray:
         m = np.ones((n, T), dtype=bool)
         m[:, 0] = False
     else:
-        m = _as_numpy(mask).astype(bool)
+        m = to_numpy(mask).astype(bool)
         if m.shape != (n, T):
             raise ValueError(f"mask must have shape {(n, T)} (n_seq, T), got {m.shape}")
     counts = m.sum(axis=1)
@@ -43,8 +35,8 @@ def mean_pool(acts, mask=None) -> np.ndarray:
 
 
 def _check_xy(X, y, name: str) -> tuple[np.ndarray, np.ndarray]:
-    X = np.asarray(_as_numpy(X), dtype=np.float64)
-    y = np.asarray(_as_numpy(y)).astype(np.int64)
+    X = np.asarray(to_numpy(X), dtype=np.float64)
+    y = np.asarray(to_numpy(y)).astype(np.int64)
     if X.ndim != 2 or y.ndim != 1 or X.shape[0] != y.shape[0]:
         raise ValueError(f"X_{name}/y_{name} must be [n, d] and [n], got {X.shape} and {y.shape}")
     if not np.isin(y, [0, 1]).all():

@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 
 from saeflow.bootstrap import bootstrap_ci
+from saeflow.tensors import to_numpy
 
 HIST_EDGES = np.linspace(-8.0, 0.0, 33)  # log10 firing frequency bins; frequency 0 is counted as dead
 DENSE_THRESHOLD = 0.1
@@ -127,25 +128,25 @@ def evaluate_recon(model, dictionary, tokens, hook_in: str, hook_out: str | None
             m64 = mask.to(torch.float64)
             y64 = y.reshape(b, T, -1).to(torch.float64)
             d64 = y64 - y_hat.reshape(b, T, -1).to(torch.float64)
-            cols["sse"][sl] = ((d64 ** 2).sum(-1) * m64).sum(-1).cpu().numpy()
-            cols["sum_sq"][sl] = ((y64 ** 2).sum(-1) * m64).sum(-1).cpu().numpy()
+            cols["sse"][sl] = to_numpy(((d64 ** 2).sum(-1) * m64).sum(-1))
+            cols["sum_sq"][sl] = to_numpy(((y64 ** 2).sum(-1) * m64).sum(-1))
             if sum_y is None:
                 sum_y = np.zeros((n_seq, y64.shape[-1]))
-            sum_y[sl] = (y64 * m64[..., None]).sum(1).cpu().numpy()
+            sum_y[sl] = to_numpy((y64 * m64[..., None]).sum(1))
 
             active = (f != 0) & mask.to(f.device).reshape(b, T, *([1] * (f.ndim - 2)))
             active = active.reshape(b, T, -1)
-            cols["l0_sum"][sl] = active.sum((1, 2)).cpu().numpy()
-            fc = active.sum((0, 1)).to(torch.int64).cpu().numpy()
+            cols["l0_sum"][sl] = to_numpy(active.sum((1, 2)))
+            fc = to_numpy(active.sum((0, 1)), torch.int64)
             fire_counts = fc if fire_counts is None else fire_counts + fc
 
             pmask = mask[:, :-1].to(torch.float64)
             for key, ce in (("ce_clean_sum", ce_clean), ("ce_dict_sum", ce_dict), ("ce_zero_sum", ce_zero)):
-                cols[key][sl] = (ce.to(torch.float64) * pmask).sum(-1).cpu().numpy()
+                cols[key][sl] = to_numpy((ce.to(torch.float64) * pmask).sum(-1))
             # KL(p_clean || p_dict) per position; log_target keeps it exact where p_clean underflows.
             kl = F.kl_div(F.log_softmax(logits_dict, -1), F.log_softmax(logits_clean, -1),
                           reduction="none", log_target=True).sum(-1)
-            cols["kl_sum"][sl] = (kl.to(torch.float64) * m64).sum(-1).cpu().numpy()
+            cols["kl_sum"][sl] = to_numpy((kl.to(torch.float64) * m64).sum(-1))
 
     n_tok = np.full(n_seq, n_tok_seq, dtype=np.int64)
     n_pred = np.full(n_seq, n_pred_seq, dtype=np.int64)

@@ -6,6 +6,7 @@ import pandas as pd
 import torch
 
 from saeflow import activations, autocorr, jobs, locality, store
+from saeflow.tensors import to_numpy
 
 node, inputs, out = jobs.start(snakemake)  # noqa: F821
 p = node["params"]
@@ -19,7 +20,7 @@ def codes_by_layer():
     """Yield (doc_id, {layer: codes [T-1, d_sae] numpy}) for every document, batched forwards."""
     for i, acts in activations.site_batches(model, docs, list(hooks.values()), batch_size=32):
         with torch.no_grad():
-            f = {L: dicts[L].codes(acts[h]).float().numpy() for L, h in hooks.items()}
+            f = {L: to_numpy(dicts[L].codes(acts[h]), torch.float32) for L, h in hooks.items()}
         for j in range(f[p["layers"][0]].shape[0]):
             yield i + j, {L: v[j] for L, v in f.items()}
 

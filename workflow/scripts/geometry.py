@@ -1,8 +1,10 @@
 """Rule geometry: decoder cosine vs |H_a - H_b| (H = mean H_pos at the longest context) per layer, with a
 seeded permutation null; the seed card's feature_geometry_vs_entropy files, per layer."""
+import numpy as np
 import pandas as pd
 
 from saeflow import geometry, jobs, locality, store
+from saeflow.tensors import to_numpy
 
 node, inputs, out = jobs.start(snakemake)  # noqa: F821
 p = node["params"]
@@ -13,7 +15,7 @@ with store.write_artefact(out, node) as art:
     for L, spec in dicts.items():
         rows = pd.read_parquet(inputs["h_pos"] / f"layer{L}/ctx{ctx}.parquet")
         H = rows[rows["status"] == "ok"].groupby("feature_id")["H_pos"].mean()
-        W_dec = spec.module.W_dec.detach().float().numpy()
+        W_dec = to_numpy(spec.module.W_dec, np.float32)
         per_feature, pairwise, summary = geometry.geometry_vs_entropy(W_dec, H.index.to_numpy(), H.to_numpy(),
                                                                       p["n_permutations"], p["seed"])
         per_feature.to_csv(art.path(f"layer{L}/per_feature.csv"), index=False)

@@ -10,7 +10,7 @@ p = node["params"]
 device = jobs.device_of(node)
 model = lm.load_model(inputs["lm"] / "model", device)
 manifest = store.read_manifest(inputs["dict"])
-sae = dictionary.load_saelens(inputs["dict"] / manifest["formats"]["saelens"])
+sae = dictionary.load_saelens(inputs["dict"] / manifest["formats"]["saelens"]).to(device)
 tokens = torch.as_tensor(load_file(str(inputs["windows"] / "windows.safetensors"))["eval_tokens"])
 summary, per_seq = recon.evaluate_recon(
     model, sae, tokens, p["hook_in"], p["hook_out"], batch_size=p["batch_size"], exclude_bos=p["exclude_bos"],

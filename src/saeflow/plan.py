@@ -102,6 +102,11 @@ class Node:
     path: str
     runtime: dict = field(default_factory=dict)  # where raw inputs are on this machine: not part of the key
 
+    @property
+    def target(self) -> str:
+        """What Snakemake builds for this node (rule outputs are artefact manifests): `<path>/manifest.json`."""
+        return f"{self.path}/manifest.json"
+
     def to_dict(self) -> dict:
         """What a job receives as its `node` param: the fingerprint enters as the digest the key was
         computed from; the job recomputes the parts for its manifest and checks them against it

@@ -6,7 +6,7 @@ import re
 import sys
 from pathlib import Path
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -15,21 +15,31 @@ sys.path.insert(0, SRC)
 # Jobs import the library from this checkout (not an installed copy), so keys and code agree.
 os.environ["PYTHONPATH"] = os.pathsep.join([SRC] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 
-from saeflow.config import check_semantics
+from saeflow.config import ConfigError, check_config_file, validate
 from saeflow.plan import build_plan
 
 # A --configfile replaces the embedded default instead of being merged into it.
 if not workflow.overwrite_configfiles:
     workflow.configfile(str(Path(workflow.basedir) / "config" / "config.yaml"))
 
-validate(config, str(Path(workflow.basedir) / "config" / "schema.yaml"))
-check_semantics(config)
+# saeflow's own validation (the one the CLI runs), not snakemake.utils.validate: that one accepts 150.0
+# as an integer and, on error, prints jsonschema's dump of the schema. Snakemake has loaded the files
+# itself, keeping the last of duplicated keys; check_config_file refuses them. workflow.configfiles holds
+# the --configfile files, else the default added just above. A config error is one line on stderr and
+# exit status 1 (a raised exception would be shown with its location and traceback).
+try:
+    for _configfile in workflow.configfiles:
+        check_config_file(_configfile)
+    validate(config)
+except ConfigError as e:
+    sys.exit(f"error: {e}")
 PLAN = build_plan(config, workflow.basedir)
 STORE = PLAN.store
 DATA = PLAN.data_root
 LOGS = str(Path(STORE).parent / "logs")
 BENCH = str(Path(STORE).parent / "benchmarks")
 FIGURES = config.get("figures_dir", "figures")
+MANIFEST = "manifest.json"
 KEY = "[0-9a-f]{20}"
 
 
@@ -64,8 +74,11 @@ localrules:
     dataset_card,
 
 
+# `all` asks for every planned artefact, not only the exports: an artefact removed from the store (by
+# `saeflow verify --remove`, or by hand) is rebuilt even where its consumers are present.
 rule all:
     input:
         list(PLAN.exports),
         list(PLAN.published),
+        [manifest(n.path) for n in PLAN.nodes.values()],
     default_target: True

@@ -5,7 +5,7 @@ rule cache_activations:
     input:
         unpack(upstream_of),
     output:
-        directory(f"{STORE}/cache/{{key}}"),
+        f"{STORE}/cache/{{key}}/manifest.json",
     params:
         node=node_of,
     log:

@@ -3,7 +3,7 @@
 
 rule corpus:
     output:
-        directory(f"{STORE}/corpus/{{key}}"),
+        f"{STORE}/corpus/{{key}}/manifest.json",
     params:
         node=node_of,
     log:
@@ -24,7 +24,7 @@ rule windows:
     input:
         unpack(upstream_of),
     output:
-        directory(f"{STORE}/windows/{{key}}"),
+        f"{STORE}/windows/{{key}}/manifest.json",
     params:
         node=node_of,
     log:

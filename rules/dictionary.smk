@@ -5,7 +5,7 @@ rule train_dict:
     input:
         unpack(upstream_of),
     output:
-        directory(f"{STORE}/dict/{{key}}"),
+        f"{STORE}/dict/{{key}}/manifest.json",
     params:
         node=node_of,
     log:
@@ -28,7 +28,7 @@ rule load_dict:
     input:
         unpack(upstream_of),
     output:
-        directory(f"{STORE}/pretrained/{{key}}"),
+        f"{STORE}/pretrained/{{key}}/manifest.json",
     params:
         node=node_of,
     log:

@@ -5,7 +5,7 @@ rule recon:
     input:
         unpack(upstream_of),
     output:
-        directory(f"{STORE}/recon/{{key}}"),
+        f"{STORE}/recon/{{key}}/manifest.json",
     params:
         node=node_of,
     log:
@@ -28,7 +28,7 @@ rule probe:
     input:
         unpack(upstream_of),
     output:
-        directory(f"{STORE}/probe/{{key}}"),
+        f"{STORE}/probe/{{key}}/manifest.json",
     params:
         node=node_of,
     log:
@@ -51,7 +51,7 @@ rule autocorr:
     input:
         unpack(upstream_of),
     output:
-        directory(f"{STORE}/autocorr/{{key}}"),
+        f"{STORE}/autocorr/{{key}}/manifest.json",
     params:
         node=node_of,
     log:
@@ -74,7 +74,7 @@ rule geometry:
     input:
         unpack(upstream_of),
     output:
-        directory(f"{STORE}/geometry/{{key}}"),
+        f"{STORE}/geometry/{{key}}/manifest.json",
     params:
         node=node_of,
     log:

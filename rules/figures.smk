@@ -5,7 +5,7 @@ rule recon_summary:
     input:
         unpack(upstream_of),
     output:
-        directory(f"{STORE}/recon_summary/{{key}}"),
+        f"{STORE}/recon_summary/{{key}}/manifest.json",
     params:
         node=node_of,
     log:
@@ -26,7 +26,7 @@ rule locality_plots:
     input:
         unpack(upstream_of),
     output:
-        directory(f"{STORE}/locality_plots/{{key}}"),
+        f"{STORE}/locality_plots/{{key}}/manifest.json",
     params:
         node=node_of,
     log:
@@ -47,7 +47,7 @@ rule entropy_grid:
     input:
         unpack(upstream_of),
     output:
-        directory(f"{STORE}/entropy_grid/{{key}}"),
+        f"{STORE}/entropy_grid/{{key}}/manifest.json",
     params:
         node=node_of,
     log:
@@ -68,7 +68,7 @@ rule eval_plots:
     input:
         unpack(upstream_of),
     output:
-        directory(f"{STORE}/eval_plots/{{key}}"),
+        f"{STORE}/eval_plots/{{key}}/manifest.json",
     params:
         node=node_of,
     log:
@@ -87,7 +87,7 @@ rule eval_plots:
 
 rule export:
     input:
-        lambda wildcards: ancient(PLAN.exports[wildcards.path][0]),
+        lambda wildcards: ancient(manifest(PLAN.exports[wildcards.path][0])),
     output:
         "{path}",
     log:
@@ -98,12 +98,12 @@ rule export:
         "../envs/saeflow.yaml"
     threads: 1
     resources:
-        mem_mb=100,
+        mem_mb=200,
         runtime=5,
     wildcard_constraints:
         # exactly the planned export paths (figures/, data/figures/, data/README.md)
         path="|".join(re.escape(p) for p in PLAN.exports) or "(?!)",
     params:
         file=lambda wildcards: PLAN.exports[wildcards.path][1],
-    shell:
-        "(cp {input:q}/{params.file:q} {output:q}.tmp && mv {output:q}.tmp {output:q}) > {log:q} 2>&1"
+    script:
+        "../workflow/scripts/export.py"

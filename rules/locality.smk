@@ -5,7 +5,7 @@ rule entropy_vs_depth:
     input:
         unpack(upstream_of),
     output:
-        directory(f"{STORE}/entropy/{{key}}"),
+        f"{STORE}/entropy/{{key}}/manifest.json",
     params:
         node=node_of,
     log:
@@ -28,7 +28,7 @@ rule ctxlen_sweep:
     input:
         unpack(upstream_of),
     output:
-        directory(f"{STORE}/ctxlen_sweep/{{key}}"),
+        f"{STORE}/ctxlen_sweep/{{key}}/manifest.json",
     params:
         node=node_of,
     log:
@@ -51,7 +51,7 @@ rule top_contexts:
     input:
         unpack(upstream_of),
     output:
-        directory(f"{STORE}/events/{{key}}"),
+        f"{STORE}/events/{{key}}/manifest.json",
     params:
         node=node_of,
     log:
@@ -74,7 +74,7 @@ rule h_pos:
     input:
         unpack(upstream_of),
     output:
-        directory(f"{STORE}/h_pos/{{key}}"),
+        f"{STORE}/h_pos/{{key}}/manifest.json",
     params:
         node=node_of,
     log:

@@ -5,7 +5,7 @@ rule tokenizer:
     input:
         unpack(upstream_of),
     output:
-        directory(f"{STORE}/tokenizer/{{key}}"),
+        f"{STORE}/tokenizer/{{key}}/manifest.json",
     params:
         node=node_of,
     log:
@@ -26,7 +26,7 @@ rule train_lm:
     input:
         unpack(upstream_of),
     output:
-        directory(f"{STORE}/lm/{{key}}"),
+        f"{STORE}/lm/{{key}}/manifest.json",
     params:
         node=node_of,
     log:
@@ -49,7 +49,7 @@ rule hf_tokenizer:
     input:
         unpack(upstream_of),
     output:
-        directory(f"{STORE}/hf_tokenizer/{{key}}"),
+        f"{STORE}/hf_tokenizer/{{key}}/manifest.json",
     params:
         node=node_of,
     log:
@@ -70,7 +70,7 @@ rule hf_model:
     input:
         unpack(upstream_of),
     output:
-        directory(f"{STORE}/hf_model/{{key}}"),
+        f"{STORE}/hf_model/{{key}}/manifest.json",
     params:
         node=node_of,
     log:

@@ -6,7 +6,7 @@ rule publish:
     input:
         unpack(upstream_of),
     output:
-        directory(f"{STORE}/publish/{{key}}"),
+        f"{STORE}/publish/{{key}}/manifest.json",
     params:
         node=node_of,
     log:
@@ -25,7 +25,7 @@ rule publish:
 
 rule publish_run:
     input:
-        lambda wildcards: ancient(PLAN[wildcards.key].path),
+        lambda wildcards: ancient(manifest(PLAN[wildcards.key].path)),
     output:
         f"{DATA}/{{preset}}/{{dataset}}/.published/{{key}}.json",
     log:
@@ -49,7 +49,7 @@ rule dataset_card:
     input:
         unpack(upstream_of),
     output:
-        directory(f"{STORE}/card/{{key}}"),
+        f"{STORE}/card/{{key}}/manifest.json",
     params:
         node=node_of,
     log:

@@ -143,7 +143,7 @@ class Runs:
             inject(wd, SCRIPT, INJECTED)
             node = f["node"] = self.node(wd, STEP)
             final = wd / node.path
-            proc = subprocess.Popen(self.slurm_cmd("--restart-times", "0", node.path), cwd=wd, env=self.env,
+            proc = subprocess.Popen(self.slurm_cmd("--restart-times", "0", node.target), cwd=wd, env=self.env,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             try:
                 deadline = time.time() + 300
@@ -163,7 +163,7 @@ class Runs:
             f["manifest_after_cancel"] = (final / store.MANIFEST).exists()
             f["listed_after_cancel"] = final in set(store.iter_artefacts(wd / "data/store"))
             f["leftovers"] = [p.name for p in final.parent.iterdir() if p.name.startswith(f".tmp-{node.key}-")]
-            f["rerun_out"] = self.slurm(wd, node.path)
+            f["rerun_out"] = self.slurm(wd, node.target)
             f["verify"] = store.verify_artefact(final)
             f["verify_store"] = store.verify_store(wd / "data/store")
         except BaseException as e:  # re-raised by the tests

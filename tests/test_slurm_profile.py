@@ -70,10 +70,11 @@ def sbatch_calls(tmp: Path, fake_bin: Path, config: dict, target_step: str, env:
     target = next(n for n in plan.nodes.values() if n.step == target_step)
     for node in plan.ancestors(target.key)[:-1] if fake_upstream else []:
         (wd / node.path).mkdir(parents=True)
+        (wd / node.target).write_text("{}")  # present to Snakemake (rule outputs are manifests)
     log = wd / "sbatch_calls.jsonl"
     run_env = {k: v for k, v in ENV.items() if not k.startswith(("SLURM", "SAEFLOW_SLURM", "SNAKEMAKE_SLURM"))}
     run_env.update(PATH=f"{fake_bin}{os.pathsep}{ENV['PATH']}", FAKE_SLURM_CALLS=str(log), **(env or {}))
-    res = subprocess.run([sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", target.path,
+    res = subprocess.run([sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", target.target,
                           "--slurm-init-seconds-before-status-checks", "1", *extra_args,
                           "--configfile", str(cfg_path)], cwd=wd, env=run_env, capture_output=True, text=True)
     out = res.stdout + res.stderr

@@ -246,35 +246,43 @@ def test_store_copied_to_fresh_clone_does_nothing(wd, tmp_path):
     assert planned(fresh) == {}
 
 
-def test_sigkill_mid_job_leaves_nothing_complete_and_rerun_finishes(wd):
+def test_sigkill_mid_job_leaves_nothing_complete_and_recovery_finishes_everything(wd):
+    """SIGKILL of the whole Snakemake process group while a dictionary trains; the README's recovery
+    (`snakemake --unlock`, then `snakemake`) then runs the whole target to completion in one command."""
     cfg_path = wd / CONFIG
     original = cfg_path.read_text()
     cfg = yaml.safe_load(original)
-    cfg["presets"]["t"]["model"]["steps"] = 1500  # long enough to be killed mid-training
+    cfg["dictionaries"]["topk"]["train_tokens"] = 40960  # long enough to be killed mid-training
     cfg_path.write_text(yaml.safe_dump(cfg))
     try:
-        before = {p.name for p in (wd / "data/store/lm").iterdir()}
+        todo = planned(wd)
+        assert todo["train_dict"] == 1 and sum(todo.values()) > 15
+        before = {p.name for p in (wd / "data/store/dict").iterdir()}
         proc = subprocess.Popen([*SNAKEMAKE, "--cores", "1"], cwd=wd, env=ENV, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
-        logs_before = set((wd / "data/logs/lm").iterdir())
+        logs_before = set((wd / "data/logs/dict").iterdir())
         deadline = time.time() + 120
-        while time.time() < deadline and not set((wd / "data/logs/lm").iterdir()) - logs_before:
+        while time.time() < deadline and not set((wd / "data/logs/dict").iterdir()) - logs_before:
             time.sleep(0.2)
-        assert set((wd / "data/logs/lm").iterdir()) - logs_before, "the lm job never started"
+        assert set((wd / "data/logs/dict").iterdir()) - logs_before, "the train_dict job never started"
         time.sleep(3.0)  # mid-training
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        new = {p.name for p in (wd / "data/store/lm").iterdir() if not p.name.startswith(".")} - before
-        assert new == set(), "a killed job left an artefact at its final path"
-        assert planned(wd).get("train_lm") == 1
-        # A SIGKILLed Snakemake leaves its lock behind (it cannot clean up); unlocking is the
-        # documented recovery, after which the rerun finishes the job. Only the killed job and what it
-        # needs are rerun (--until): rebuilding everything downstream of a new LM shows nothing more.
+        new = {p.name for p in (wd / "data/store/dict").iterdir() if store.is_complete(p)} - before
+        assert new == set(), "a killed job left a complete-looking artefact"
+        assert planned(wd) == todo
+        # The documented recovery: a SIGKILLed Snakemake cannot remove its lock.
         run(wd, "--unlock")
-        run(wd, "--until", "train_lm")
-        assert planned(wd, "--until", "train_lm") == {}
-        new = {p.name for p in (wd / "data/store/lm").iterdir() if not p.name.startswith(".")} - before
-        assert len(new) == 1 and store.read_manifest(wd / "data/store/lm" / new.pop())["params"]["steps"] == 1500
+        res = run(wd)
+        done = re.findall(r"(\d+) of (\d+) steps \(100%\) done", res.stdout + res.stderr)
+        assert done and done[-1][0] == done[-1][1] == str(sum(todo.values())), (res.stdout + res.stderr)[-2000:]
+        assert planned(wd) == {}
+        m = [store.read_manifest(d) for d in (wd / "data/store/dict").iterdir()
+             if store.is_complete(d) and d.name not in before]
+        assert len(m) == 1 and m[0]["params"]["train_tokens"] == 40960
         assert store.verify_store(wd / "data/store") == {}
     finally:
         cfg_path.write_text(original)
+        assert set(planned(wd)) <= {"export", "all"}  # the old artefacts are all there; figures are re-copied
+        run(wd)
+        assert planned(wd) == {}

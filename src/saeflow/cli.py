@@ -1,7 +1,8 @@
 """`saeflow` command line: status of the plan against the store, and store verification.
 
     saeflow status [TARGET] [--configfile F]   which nodes are present, which would run, and why
-    saeflow verify [--remove] [--store DIR]    re-hash every artefact against its manifest
+    saeflow verify [--remove] [--store DIR]    re-hash every artefact against its manifest, and the
+                                               published tree against the store
     saeflow sync push --repo USER/NAME [--data data] [--prune] [--dry-run]
                                                upload to a Hugging Face dataset what it lacks
     saeflow sync pull --repo USER/NAME [--data data] [--all | --configfile F] [--published]
@@ -19,7 +20,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import yaml
 
 from saeflow import config as cfg
 from saeflow import store
@@ -27,11 +27,14 @@ from saeflow.plan import Plan, build_plan
 
 
 def load_plan(configfiles: list[str], workdir: Path) -> Plan:
+    """The plan of the config files (default: config/config.yaml of `workdir`), merged as Snakemake
+    merges them and validated as the Snakefile validates them. Raises ConfigError (one line) for a
+    missing or unreadable file, a duplicated key, or an invalid config."""
     paths = configfiles or [str(workdir / "config" / "config.yaml")]
     conf: dict = {}
     for p in paths:
-        _merge(conf, yaml.safe_load(Path(p).read_text()))
-    return build_plan(cfg.validate(conf), workdir)
+        _merge(conf, cfg.load_config_file(p))
+    return build_plan(cfg.validate(conf, workdir=workdir), workdir)
 
 
 def _merge(base: dict, new: dict) -> None:
@@ -123,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--workdir", default=".")
     ve = sub.add_parser("verify", help="re-hash the store against manifests")
     ve.add_argument("--store", default="data/store")
-    ve.add_argument("--remove", action="store_true", help="delete corrupt artefacts and leftover temp dirs")
+    ve.add_argument("--remove", action="store_true",
+                    help="delete corrupt artefacts, their dependents and published runs, and dead jobs' temp dirs")
+    ve.add_argument("--figures", default="figures", help="the exported figures directory (figures_dir)")
     _add_sync_parser(sub)
     args = ap.parse_args(argv)
     if args.cmd == "sync":
@@ -135,19 +140,58 @@ def main(argv: list[str] | None = None) -> int:
         except cfg.ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        except OSError as e:  # a config found, but --workdir is not a checkout (no workflow scripts to key)
+            print(f"error: --workdir {workdir} is not a saeflow checkout ({type(e).__name__}: {e})", file=sys.stderr)
+            return 2
         status(plan, args.target, workdir)
         return 0
-    bad = store.verify_store(args.store, remove=args.remove)
-    leftovers = sorted(Path(args.store).glob("*/.tmp-*"))
+    return verify_command(args)
+
+
+def verify_command(args) -> int:
+    """`saeflow verify`: re-hash every artefact of the store, and the published tree against the store.
+
+    With --remove: delete the corrupt artefacts, every artefact that depends on them, the published runs
+    built on them, exported figures copied from them and the temporary directories of dead jobs (never a
+    live job's: its key lock is held); the next `snakemake` rebuilds exactly what was removed."""
+    from saeflow import publish
+
+    root = Path(args.store)
+    if not root.is_dir():
+        print(f"error: --store {root}: no such directory (the store is <data>/store, default data/store)",
+              file=sys.stderr)
+        return 2
+    data_root = root.parent
+    bad = store.verify_store(root)
     for path, problems in bad.items():
-        print(f"{'removed' if args.remove else 'corrupt'}: {path}: {'; '.join(problems)}")
-    for p in leftovers:
-        print(f"{'removed' if args.remove else 'leftover'} temporary dir of an interrupted job: {p}")
-        if args.remove:
-            shutil.rmtree(p, ignore_errors=True)
-    n = sum(1 for _ in store.iter_artefacts(args.store))
-    print(f"{n} artefacts intact, {len(bad)} corrupt")
-    return 1 if bad else 0
+        print(f"corrupt: {path}: {'; '.join(problems)}")
+    report = store.repair(root, bad) if args.remove else None
+    if report:
+        for path in report["removed"]:
+            why = report["dependents"].get(path)
+            print(f"removed: {path}" + (f" (depends on corrupt {', '.join(why)})" if why else ""))
+        for p in report["temp_removed"]:
+            print(f"removed temporary dir of an interrupted job: {p}")
+        for p in report["temp_live"]:
+            print(f"kept temporary dir of a live job: {p}")
+    else:
+        for p, live in store.temp_dirs(root):
+            print(f"{'live job' if live else 'leftover'} temporary dir: {p}")
+    published = publish.verify_published(data_root, root)
+    for run, problems in published.items():
+        print(f"{'removed' if args.remove else 'corrupt'} published run: {run}: {'; '.join(problems)}")
+    if args.remove:
+        publish.remove_published(list(published))
+        gone = report["removed_sha256"]
+        for d in {Path(args.figures), data_root / "figures"}:
+            for f in sorted(d.glob("*.png")) if d.is_dir() and gone else []:
+                if store.sha256_file(f) in gone:
+                    f.unlink()
+                    print(f"removed export made from a removed artefact: {f}")
+    n = sum(1 for _ in store.iter_artefacts(root))
+    print(f"{n} artefacts intact, {len(bad)} corrupt, {len(published)} published runs differing from the store"
+          + (f"; removed {len(report['removed'])} artefacts (with dependents)" if report else ""))
+    return 1 if (bad or published) and not args.remove else 0
 
 
 def _add_sync_parser(sub) -> None:

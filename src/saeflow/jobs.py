@@ -13,32 +13,65 @@ import sys
 from pathlib import Path
 
 
+_HELD_LOCKS: list = []  # key locks held until the job's process exits
+
+
 def start(smk) -> tuple[dict, dict[str, Path], Path]:
     """(node, upstream artefact dirs by role, output dir) for the job described by `smk`.
 
     Sends stdout/stderr and logging to the rule's log, and caps torch/BLAS threads at the job's
-    `threads` (on a 2-core machine oversubscription made torch 5-20x slower).
+    `threads` (on a 2-core machine oversubscription made torch 5-20x slower). Then, before any work:
+    - takes the key's lock in the store (saeflow.store.key_lock), held until the process exits, so two
+      runs sharing a store never compute one key at once;
+    - if the artefact is complete already (another checkout or machine finished it), verifies it and exits
+      with success without recomputing anything;
+    - verifies every input artefact (manifest, sizes, sha256: saeflow.store.verify_inputs), so a corrupt
+      input fails the job naming the file instead of flowing into results.
+    Rule outputs and inputs are artefact manifests (`<store>/<step>/<key>/manifest.json`); the paths
+    returned are their directories.
     """
     if smk.log:
         f = open(str(smk.log[0]), "a", buffering=1)
         sys.stdout = sys.stderr = f
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr, force=True)
+    log = logging.getLogger("saeflow")
     threads = str(max(1, int(getattr(smk, "threads", 1) or 1)))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = threads
     os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")
     os.environ.setdefault("WANDB_MODE", "disabled")
+    from saeflow import store
+
+    node = dict(smk.params.node)
+    out = _artefact_dir(smk.output[0])
+    lock = store.key_lock(out)
+    lock.__enter__()
+    _HELD_LOCKS.append(lock)
+    if store.is_complete(out):
+        problems = store.verify_artefact(out)
+        if problems:
+            raise store.CorruptInput(f"{out} exists but does not match its manifest ({'; '.join(problems[:3])}); "
+                                     "run `saeflow verify --remove`, then rerun")
+        log.info("step %s key %s: already complete in the store (another run made it); nothing to do",
+                 node["step"], node["key"])
+        sys.exit(0)
     import torch
 
     torch.set_num_threads(int(threads))
-    node = dict(smk.params.node)
     node["fingerprint"] = code_fingerprint(node)
     # Local copies of hub models for this job (saeflow.lm.local_model_dirs); never part of a key.
     os.environ["SAEFLOW_MODEL_LOCAL_DIRS"] = json.dumps(node.get("runtime", {}).get("model_local_dirs", {}))
-    inputs = {role: Path(str(smk.input[role])) for role in node["upstream"]}
-    logging.getLogger("saeflow").info("step %s key %s labels %s", node["step"], node["key"], node["labels"])
-    return node, inputs, Path(str(smk.output[0]))
+    inputs = {role: _artefact_dir(smk.input[role]) for role in node["upstream"]}
+    checked = store.verify_inputs(inputs, node["upstream"])
+    log.info("step %s key %s labels %s; inputs verified: %s", node["step"], node["key"], node["labels"], checked)
+    return node, inputs, out
+
+
+def _artefact_dir(path) -> Path:
+    """The artefact directory of a rule's input or output (its manifest file, or the directory itself)."""
+    p = Path(str(path))
+    return p.parent if p.name == "manifest.json" else p
 
 
 def device_of(node: dict) -> str:

@@ -94,14 +94,6 @@ def new_timestamp() -> str:
     return datetime.now(timezone.utc).strftime(TIMESTAMP_FORMAT)
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 def materialise(publish_dir: Path | str, store_root: Path | str, data_root: Path | str) -> Path:
     """Write (or find) the run directory of a publish artefact; returns its path.
 
@@ -125,16 +117,66 @@ def materialise(publish_dir: Path | str, store_root: Path | str, data_root: Path
             src = store_root / row["step"] / row["key"] / row["src"]
             if store.sha256_file(src) != row["sha256"]:
                 raise ValueError(f"{src} does not match its manifest (sha256); run `saeflow verify`")
-            _link_or_copy(src, tmp / row["dest"])
+            store.copy_file(src, tmp / row["dest"])  # a copy (reflink where possible), never a hard link
         run_config = store.read_json(publish_dir / "run_config.json")
         run_config.update(timestamp=manifest["timestamp"], publish_key=manifest["key"])
         store.write_json_atomic(tmp / "run_config.json", run_config)
-        shutil.copy2(publish_dir / "bench.json", tmp / "bench.json")
+        store.copy_file(publish_dir / "bench.json", tmp / "bench.json")
         os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def verify_published(data_root: Path | str, store_root: Path | str) -> dict[str, list[str]]:
+    """{run dir: problems} for every published run that does not match the store: its publish artefact is
+    missing, or a file is missing, extra or differs from the sha256 the layout records (run_config.json
+    and bench.json are compared with the publish artefact's copies, run_config.json up to the timestamp
+    and publish key the export adds)."""
+    data_root, store_root = Path(data_root), Path(store_root)
+    bad = {}
+    for cfg in sorted(data_root.glob("*/*/[0-9]*_[0-9]*/run_config.json")):
+        run = cfg.parent
+        try:
+            rc = store.read_json(cfg)
+            key = rc["publish_key"]
+        except (ValueError, KeyError) as e:
+            bad[str(run)] = [f"unreadable run_config.json ({type(e).__name__})"]
+            continue
+        art = store_root / "publish" / key
+        if not store.is_complete(art):
+            bad[str(run)] = [f"its publish artefact {key} is not in the store"]
+            continue
+        problems = []
+        want = {row["dest"]: row["sha256"] for row in store.read_json(art / "layout.json")}
+        want["bench.json"] = store.sha256_file(art / "bench.json")
+        have = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()} - {"run_config.json"}
+        for rel in sorted(set(want) | have):
+            if rel not in have:
+                problems.append(f"missing {rel}")
+            elif rel not in want:
+                problems.append(f"unexpected {rel}")
+            elif store.sha256_file(run / rel) != want[rel]:
+                problems.append(f"{rel} differs from the store")
+        expected_rc = {**store.read_json(art / "run_config.json"), "timestamp": run.name, "publish_key": key}
+        if rc != expected_rc:
+            problems.append("run_config.json differs from the store")
+        if problems:
+            bad[str(run)] = problems
+    return bad
+
+
+def remove_published(run_dirs: list[str]) -> None:
+    """Delete published runs and their markers, so the next run materialises them again from the store."""
+    for run in map(Path, run_dirs):
+        try:
+            key = store.read_json(run / "run_config.json").get("publish_key")
+        except (OSError, ValueError):
+            key = None
+        shutil.rmtree(run, ignore_errors=True)
+        if key:
+            (run.parent / ".published" / f"{key}.json").unlink(missing_ok=True)
 
 
 def published_runs(data_root: Path | str) -> list[dict]:

@@ -7,7 +7,7 @@ from saeflow import publish, store
 
 log = open(snakemake.log[0], "w")  # noqa: F821
 sys.stdout = sys.stderr = log
-publish_dir = Path(snakemake.input[0])  # noqa: F821  <store>/publish/<key>
+publish_dir = Path(snakemake.input[0]).parent  # noqa: F821  <store>/publish/<key>
 marker = Path(snakemake.output[0])  # noqa: F821  <data_root>/<preset>/<dataset>/.published/<key>.json
 run_dir = publish.materialise(publish_dir, publish_dir.parents[1], marker.parents[3])
 store.write_json_atomic(marker, {"run_dir": str(run_dir), "publish_key": publish_dir.name})

@@ -47,9 +47,9 @@ if not getattr(_smk_jobs.Job, "_saeflow_keeps_store", False):
     _cleanup = _smk_jobs.Job.cleanup
 
     async def _remove_existing_output_keep_store(self):
+        # The job's log is kept too: it appends (saeflow.jobs.start), so a second run's "already complete"
+        # line follows the first run's log instead of deleting it.
         if self.output and all(_is_store_manifest(f) for f in self.output):
-            for f in self.log:
-                await f.remove(remove_non_empty_dir=False)
             return
         await _remove_existing_output(self)
 

@@ -386,8 +386,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _repo(self, g: dict) -> Repo:
         key = (g.get("t") or "model", f"{g['ns']}/{g['name']}")
         repo = self.hub.repos.get(key)
-        if repo is None:
-            raise HubError(404, "Repository not found", "RepoNotFound")
+        # As the Hub: a private repo is invisible without valid credentials (401 RepoNotFound).
+        if repo is None or (repo.private and self.hub.token and not self._authorized()):
+            raise HubError(401 if repo is not None else 404, "Repository not found", "RepoNotFound")
         return repo
 
     def _rev(self, repo: Repo, rev: str) -> Commit:

@@ -79,3 +79,30 @@ def test_site_batches_matches_run_with_cache_and_leaves_grad_mode(model):
                 torch.testing.assert_close(acts[h], want, rtol=1e-5, atol=1e-6)
             seen += len(acts[hooks[0]])
         assert seen == len(tokens)
+
+
+@pytest.mark.parametrize("bad, dtype, words", [(float("nan"), "float32", "non-finite activations"),
+                                               (1e6, "float16", "an overflow: use cache.dtype float32")])
+def test_non_finite_activations_fail_caching_naming_site_and_shard(model, tmp_path, bad, dtype, words):
+    tokens = np.random.default_rng(0).integers(0, 50, (10, 12))
+
+    def poison(act, hook):
+        act[3, 5, 0] = bad
+        return act
+
+    model.add_hook(SITES[0], poison)
+    try:
+        with pytest.raises(FloatingPointError, match=rf"cache site {SITES[0]}, shard_00001.safetensors: 1 of 25 .*{words}"):
+            activations.cache_activations(model, tokens, SITES, tmp_path, dtype=dtype, shard_tokens=25, batch_size=4,
+                                          progress=False)
+    finally:
+        model.reset_hooks()
+
+
+def test_a_truncated_shard_fails_naming_the_file(model, tmp_path):
+    tokens = np.random.default_rng(0).integers(0, 50, (10, 12))
+    activations.cache_activations(model, tokens, SITES[:1], tmp_path, shard_tokens=25, batch_size=4, progress=False)
+    shard = tmp_path / SITES[0] / "shard_00001.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-40])
+    with pytest.raises(ValueError, match=r"cache shard .*shard_00001.safetensors is unreadable"):
+        activations.first_rows(tmp_path, SITES[0], 10_000)

@@ -266,3 +266,18 @@ def test_divergence_is_named_as_such(tmp_path):
     with pytest.raises(FloatingPointError, match="the batch is finite: training diverged"):
         D.train_dictionary("sparsify-topk", _batches(False), D_IN, D_SAE, K, 20 * BS, BS, 1e30, seed=0,
                            out_dir=tmp_path, hook_name=HOOK, progress=False)
+
+
+@pytest.mark.parametrize("kind", ["sparsify-topk", "saelens-topk"])
+def test_a_rebuilt_dictionary_has_the_same_file_hashes(tmp_path, kind):
+    """The same inputs give the same bytes (canonical JSON: sae-lens' cfg.json key order varies)."""
+    from saeflow import store
+
+    a = _train(kind, tmp_path / "a", n_tokens=20 * BS)
+    b = _train(kind, tmp_path / "b", n_tokens=20 * BS)
+    ha, hb = store.file_hashes(tmp_path / "a"), store.file_hashes(tmp_path / "b")
+    assert ha == hb and any(p.endswith("cfg.json") for p in ha)
+    cfg = (a.saelens_dir / "cfg.json").read_text()
+    import json
+
+    assert list(json.loads(cfg)) == sorted(json.loads(cfg)) and b.saelens_dir.is_dir()

@@ -38,7 +38,8 @@ def wd(tmp_path_factory):
         "sp": {"kind": "pretrained", "format": "sparsify", "release": "test/sp", "id": "layers.{layer}",
                "local_dir": str(assets / "sp")},
         "dl": {"kind": "pretrained", "format": "dictionary_learning", "release": "test/dl",
-               "id": "resid_out_layer{layer}/10_32768", "local_dir": str(assets / "dl")}}
+               "id": "resid_out_layer{layer}/10_32768", "local_dir": str(assets / "dl"),
+               "gates": {"max_fvu": 1e-9, "max_dead_frac": 1.0, "fail": False}}}  # a gate that must fail, recorded
     cfg["influence"].pop("dictionary", None)
     for section in ("probe", "autocorr", "geometry"):  # covered by the embedded workflow test; keeps CI short
         cfg.pop(section)
@@ -64,6 +65,10 @@ def test_paper_shaped_preset_runs_end_to_end(wd):
         assert m["fidelity"]["passed"] and m["fidelity"]["n_differing_tokens"] == 0, m["fidelity"]
         assert m["describe"]["d_in"] == m["params"]["d_in"]
         assert "local_dir" not in m["params"]  # where the copy lives is not part of the key
+        # Pretrained dictionaries are gated by their config's gates, like trained ones.
+        assert m["gates"]["max_fvu"] == m["params"]["gates"]["max_fvu"] and m["gates"]["fvu"] >= 0
+        if m["params"]["format"] == "dictionary_learning":
+            assert m["gates"]["passed"] is False and m["gates"]["max_fvu"] == 1e-9
     assert formats == {"saelens", "sparsify", "dictionary_learning"}
     for d in (wd / "data/store/recon").iterdir():
         metrics = store.read_json(d / "metrics.json")

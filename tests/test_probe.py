@@ -112,11 +112,17 @@ def test_load_labeled_hf(tmp_path):
     assert [d.text for d in docs] == ["a doc", "another", "third"]
     assert [d.label for d in docs] == [2, 7, 2]
     assert len(probe.load_labeled_hf("org/bios", "v1.0", "train", local_dir=str(tmp_path), max_docs=2)) == 2
-    bad = tmp_path / "bad"
-    (bad / "data").mkdir(parents=True)
-    pq.write_table(pa.table({"text": ["x"], "label": [1.5]}), bad / "data" / "train-00000-of-00001.parquet")
-    with pytest.raises(ValueError, match="label_column"):
-        probe.load_labeled_hf("org/bios", "v1.0", "train", local_dir=str(bad))
+    from saeflow import corpus
+
+    for i, labels in enumerate([[2.0, 1.7], [2.0, 1.0], ["2", "3"], [2, None], [False, True]]):
+        bad = tmp_path / f"bad{i}"
+        (bad / "data").mkdir(parents=True)
+        pq.write_table(pa.table({"text": ["x", "y"], "label": labels}), bad / "data" / "train-00000-of-00001.parquet")
+        # never truncated or guessed: refused naming the row, by the probe and by the corpus step alike
+        with pytest.raises(ValueError, match=r"label_column: the label of .*parquet:[01] is"):
+            probe.load_labeled_hf("org/bios", "v1.0", "train", local_dir=str(bad))
+        with pytest.raises(ValueError, match="labels must be integers"):
+            corpus.load_hf_documents("org/bios", "v1.0", "train", label_column="label", local_dir=str(bad))
 
 
 def test_probe_figure(tmp_path):

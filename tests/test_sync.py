@@ -605,6 +605,21 @@ def test_cli_token_never_printed(hub, data, tmp_path):
     assert TOKEN not in repr(remote) and TOKEN not in remote.describe()
 
 
+def test_pull_of_a_missing_or_private_repo_is_an_error(hub, data, tmp_path):
+    """Not "pulled 0 artefacts" with exit 0: a misspelt repo, a private one without a token, a missing directory."""
+    env = cli_env(hub, tmp_path, HF_TOKEN=TOKEN)
+    res = saeflow_cli(["sync", "push", "--repo", "user/secret", "--private", "--data", str(data["dir"])], env, tmp_path)
+    assert res.returncode == 0, res.stderr
+    anonymous = cli_env(hub, tmp_path)
+    for args, env_ in ((["--repo", "user/secret"], anonymous), (["--repo", "user/no-such-repo"], env),
+                       (["--remote-dir", str(tmp_path / "nowhere")], env)):
+        res = saeflow_cli(["sync", "pull", *args, "--data", str(tmp_path / "p"), "--all"], env_, tmp_path)
+        assert res.returncode == 1 and "does not exist or is not readable" in res.stderr, res.stdout + res.stderr
+        assert "pulled" not in res.stdout and len(res.stderr.strip().splitlines()) == 1
+    res = saeflow_cli(["sync", "pull", "--repo", "user/secret", "--data", str(tmp_path / "p"), "--all"], env, tmp_path)
+    assert res.returncode == 0 and f"pulled {len(data['arts'])} artefacts" in res.stdout, res.stderr
+
+
 def test_cli_remote_dir_roundtrip(data, tmp_path):
     env = cli_env(None, tmp_path)
     res = saeflow_cli(["sync", "push", "--remote-dir", str(tmp_path / "r"), "--data", str(data["dir"])], env, tmp_path)

@@ -35,6 +35,7 @@ def site_layer(site: str) -> int:
 
 class _SiteWriter:
     def __init__(self, root: Path, site: str, dtype, shard_tokens: int):
+        self.site = site
         self.dir = root / site
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dtype, self.shard_tokens = dtype, shard_tokens
@@ -65,6 +66,12 @@ class _SiteWriter:
         allx = torch.cat(self.buf)
         out, rest = allx[:n], allx[n:]
         name = f"shard_{len(self.shards):05d}.safetensors"
+        if not bool(torch.isfinite(out).all()):
+            bad = int((~torch.isfinite(out)).any(-1).sum())
+            raise FloatingPointError(
+                f"cache site {self.site}, {name}: {bad} of {out.shape[0]} token rows hold non-finite activations"
+                + (f" after the cast to {self.dtype} (an overflow: use cache.dtype float32 or bfloat16)"
+                   if self.dtype == torch.float16 else ""))
         save_file({"x": out.contiguous()}, str(self.dir / name))
         self.shards.append({"file": name, "n_tokens": int(out.shape[0])})
         self.buf, self.n_buf = ([rest] if rest.shape[0] else []), int(rest.shape[0])
@@ -72,7 +79,7 @@ class _SiteWriter:
     def close(self) -> dict:
         if self.n_buf:
             self._flush(self.n_buf)
-        (self.dir / "index.json").write_text(json.dumps({"shards": self.shards}, indent=1))
+        (self.dir / "index.json").write_text(json.dumps({"shards": self.shards}, indent=1, sort_keys=True))
         mean = (self.sum / self.n).tolist()
         return {"n_tokens": self.n, "d": len(mean), "mean": mean, "mean_sq_norm": self.sq_norm / self.n,
                 "mean_norm": self.norm / self.n}
@@ -111,8 +118,20 @@ def cache_activations(model, tokens: np.ndarray, sites: list[str], out_dir: Path
                 a = captured[s][:, first:]
                 w.add(a.reshape(-1, a.shape[-1]).float())
     stats = {s: w.close() for s, w in writers.items()}
-    (out_dir / "stats.json").write_text(json.dumps(stats))
+    (out_dir / "stats.json").write_text(json.dumps(stats, sort_keys=True))
     return stats
+
+
+def load_shard(path: Path | str):
+    """Tensor "x" of one cached shard (float32); a truncated or unreadable file fails naming it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))["x"].float()
+    except (SafetensorError, KeyError, OSError) as e:
+        raise ValueError(f"cache shard {path} is unreadable ({type(e).__name__}: {e}); "
+                         "run `saeflow verify --remove`, then rerun") from None
 
 
 def read_index(cache_dir: Path, site: str) -> list[dict]:
@@ -132,7 +151,6 @@ def batch_stream(cache_dir: Path, site_in: str, site_out: str | None, batch_size
     With `max_tokens`, only the first rows (in cache order) are used, e.g. to hold out a check batch.
     """
     import torch
-    from safetensors.torch import load_file
 
     cache_dir = Path(cache_dir)
     shards = read_index(cache_dir, site_in)
@@ -141,7 +159,7 @@ def batch_stream(cache_dir: Path, site_in: str, site_out: str | None, batch_size
     epoch = [0]
 
     def load(site, name):
-        return load_file(str(cache_dir / site / name))["x"].float()
+        return load_shard(cache_dir / site / name)
 
     def gen():
         g = torch.Generator().manual_seed(seed * 1_000_003 + epoch[0])
@@ -160,11 +178,10 @@ def batch_stream(cache_dir: Path, site_in: str, site_out: str | None, batch_size
 def first_rows(cache_dir: Path, site: str, n: int):
     """The first `n` cached rows of a site (float32), read shard by shard."""
     import torch
-    from safetensors.torch import load_file
 
     out, have = [], 0
     for s in read_index(cache_dir, site):
-        x = load_file(str(Path(cache_dir) / site / s["file"]))["x"].float()
+        x = load_shard(Path(cache_dir) / site / s["file"])
         out.append(x[: n - have])
         have += out[-1].shape[0]
         if have >= n:
@@ -180,12 +197,11 @@ def iter_window_blocks(cache_dir: Path, site: str, positions_per_window: int, wi
     shard boundaries. One shard plus one block is in memory at a time.
     """
     import torch
-    from safetensors.torch import load_file
 
     want = positions_per_window * windows_per_block
     rest = None
     for s in read_index(cache_dir, site):
-        x = load_file(str(Path(cache_dir) / site / s["file"]))["x"].float()
+        x = load_shard(Path(cache_dir) / site / s["file"])
         x = x if rest is None else torch.cat([rest, x])
         n = (x.shape[0] // want) * want
         for i in range(0, n, want):

@@ -294,7 +294,7 @@ def load_hf_documents(
     after it ("train/0000.parquet"). `config` selects the folder above that where a repository holds several
     ("wikitext-2-raw-v1/test-....parquet"; "" means files under data/ or at the top) and is required when
     the split's files span more than one. Files are read in path order, rows in file order; rows whose text is empty or only
-    whitespace are skipped. source = "<relative path>:<row>", label = int(label_column) or -1.
+    whitespace are skipped. source = "<relative path>:<row>", label = the integer in label_column (anything else is refused) or -1.
     Missing columns, splits or configs raise ValueError naming what is available.
     `text_column` may be a list: the columns are joined with a newline (e.g. gsm8k question and answer).
     `data_files` (a glob relative to the repo root, e.g. "data/python/*.json") selects the files instead of
@@ -352,11 +352,22 @@ def load_hf_documents(
     return docs
 
 
+def _int_label(label, where: str) -> int:
+    """A label as an int: ints only (a bool, a float such as 1.7 or even 1.0, a string such as "3" or a null
+    would be truncated or guessed by int(), so they are refused naming the row)."""
+    import numbers
+
+    if isinstance(label, bool) or not isinstance(label, numbers.Integral):
+        raise ValueError(f"label_column: the label of {where} is {label!r} ({type(label).__name__}); labels must be "
+                         "integers")
+    return int(label)
+
+
 def _add_rows(docs: list[Document], rel: str, first_row: int, texts: list, labels: list, max_docs: int | None) -> bool:
     """Append the non-empty rows of one file's batch (source "<rel>:<row>"); True once max_docs is reached."""
     for row, (text, label) in enumerate(zip(texts, labels), start=first_row):
         if text is not None and text.strip():
-            docs.append(Document(len(docs), f"{rel}:{row}", text, int(label)))
+            docs.append(Document(len(docs), f"{rel}:{row}", text, _int_label(label, f"{rel}:{row}")))
             if max_docs is not None and len(docs) >= max_docs:
                 return True
     return False

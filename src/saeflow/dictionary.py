@@ -176,6 +176,16 @@ def convert_sparsify(coder, hook_name: str, hook_name_out: str | None = None):
     return sae.eval()
 
 
+def canonical_json_files(folder: str | Path) -> None:
+    """Rewrite every JSON file of a saved dictionary (sae-lens / sparsify `cfg.json`) with sorted keys:
+    sae-lens' key order varies between runs, and a rebuilt artefact with the same inputs must have the
+    same file hashes."""
+    import json
+
+    for f in sorted(Path(folder).rglob("*.json")):
+        f.write_text(json.dumps(json.loads(f.read_text()), indent=2, sort_keys=True) + "\n")
+
+
 def load_saelens(path: str | Path):
     """Any dictionary saved in sae-lens format (incl. the TopK transcoders here), CPU float32, eval mode."""
     from sae_lens import SAE
@@ -549,6 +559,7 @@ def train_dictionary(kind: str, batches: Callable[[], Iterator], d_in: int, d_sa
         saelens_dir = out_dir / "saelens"
         train_s = time.perf_counter() - t0
         sae.save_inference_model(saelens_dir)
+        canonical_json_files(saelens_dir)
         load_saelens(saelens_dir)  # fails loudly if the saved directory is unreadable
         return TrainResult(curve, None, saelens_dir, None, model=sae, train_s=train_s)
 
@@ -561,12 +572,14 @@ def train_dictionary(kind: str, batches: Callable[[], Iterator], d_in: int, d_sa
     train_s = time.perf_counter() - t0
     native_dir = out_dir / "native"
     coder.save_to_disk(native_dir)
+    canonical_json_files(native_dir)
     native = SparseCoder.load_from_disk(native_dir, device="cpu")
     saved, trained = native.state_dict(), coder.state_dict()
     if saved.keys() != trained.keys() or not all(torch.equal(saved[n], trained[n]) for n in saved):
         raise RuntimeError(f"sparsify coder in {native_dir} does not reload identically")
     saelens_dir = out_dir / "saelens"
     convert_sparsify(native, hook_name, hook_name_out).save_model(saelens_dir)
+    canonical_json_files(saelens_dir)
     if check_batch is None:
         check_batch = next(iter(batches()))
     check_x = check_batch if isinstance(check_batch, torch.Tensor) else check_batch[0]

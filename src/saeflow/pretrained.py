@@ -407,7 +407,7 @@ def load_pretrained(spec: dict, layer: int, hook_name: str, x, out_dir: str | Pa
     """
     import torch
 
-    from saeflow.dictionary import check_encode_fidelity, load_saelens
+    from saeflow.dictionary import canonical_json_files, check_encode_fidelity, load_saelens
 
     spec = validate_spec(spec)
     what = _describe_spec(spec, layer)
@@ -422,6 +422,7 @@ def load_pretrained(spec: dict, layer: int, hook_name: str, x, out_dir: str | Pa
     if saelens_dir.exists():
         shutil.rmtree(saelens_dir)
     converted.save_model(saelens_dir)
+    canonical_json_files(saelens_dir)
     reloaded = load_saelens(saelens_dir)
     fidelity = check_encode_fidelity(native, reloaded, x.to("cpu"))
     if not fidelity["passed"]:

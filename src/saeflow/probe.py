@@ -137,41 +137,14 @@ def binary_task(labels_train, labels_test):
 
 
 def load_labeled_hf(repo, revision, split, text_column="text", label_column="label", local_dir=None, max_docs=None):
-    """Labeled documents (bias_in_bios style) via saeflow.corpus.load_hf_documents; every label must be an
-    integer (a float label equal to an int is rejected too: ValueError naming label_column)."""
+    """Labeled documents (bias_in_bios style) via saeflow.corpus.load_hf_documents, which refuses any label
+    that is not an integer (1.7, 1.0, "3", null, a bool: ValueError naming the row)."""
     from saeflow.corpus import load_hf_documents
 
     if not label_column:
         raise ValueError("label_column must name the integer label column, got an empty value")
-    # load_hf_documents applies int(); with a local copy, check the raw column types first so that 1.7 or
-    # "3" does not pass silently (a downloaded snapshot is only checked through int()).
-    _check_label_types(local_dir, label_column)
-    try:
-        docs = load_hf_documents(repo, revision, split, text_column=text_column, label_column=label_column,
-                                 local_dir=local_dir, max_docs=max_docs)
-    except TypeError as e:  # int(None): a null label
-        raise ValueError(f"label_column {label_column!r}: every label must be an int ({e})") from e
-    bad = [d.source for d in docs if not isinstance(d.label, (int, np.integer)) or isinstance(d.label, bool)]
-    if bad:
-        raise ValueError(f"label_column {label_column!r}: labels must be ints; offending rows {bad[:5]}")
-    return docs
-
-
-def _check_label_types(local_dir, label_column) -> None:
-    if local_dir is None:
-        return  # downloaded snapshot: int() in load_hf_documents already ran; schema check below needs a path
-    import pathlib
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    for p in sorted(pathlib.Path(local_dir).rglob("*.parquet")):
-        schema = pq.read_schema(p)
-        if label_column in schema.names:
-            t = schema.field(label_column).type
-            if not (pa.types.is_integer(t) or pa.types.is_dictionary(t) and pa.types.is_integer(t.index_type)
-                    and pa.types.is_integer(t.value_type)):
-                raise ValueError(f"label_column {label_column!r} in {p.name} must be an integer column, got {t}")
+    return load_hf_documents(repo, revision, split, text_column=text_column, label_column=label_column,
+                             local_dir=local_dir, max_docs=max_docs)
 
 
 def wilson_interval(acc, n, z: float = 1.959963984540054) -> tuple[float, float]:

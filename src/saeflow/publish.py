@@ -122,7 +122,15 @@ def materialise(publish_dir: Path | str, store_root: Path | str, data_root: Path
         run_config.update(timestamp=manifest["timestamp"], publish_key=manifest["key"])
         store.write_json_atomic(tmp / "run_config.json", run_config)
         store.copy_file(publish_dir / "bench.json", tmp / "bench.json")
-        os.rename(tmp, final)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            # Another run sharing this tree published the same run meanwhile: the same key, the same files.
+            existing = store.read_json(final / "run_config.json").get("publish_key") \
+                if (final / "run_config.json").is_file() else None
+            if existing != manifest["key"]:
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

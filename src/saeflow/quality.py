@@ -3,8 +3,10 @@
     fvu       = sum ||t - t_hat||^2 / sum ||t - mean(t)||^2     (t = x for SAEs, the MLP output for transcoders)
     dead_frac = fraction of latents with no nonzero activation on the check tokens
 
-Gates come from config (`dictionaries.<name>.gates`): `max_fvu`, `max_dead_frac`, and `fail`, which
-makes a failed gate fail the job. The result is recorded in the dictionary's manifest either way.
+Gates come from config (`dictionaries.<name>.gates`, trained and pretrained alike): `max_fvu`,
+`max_dead_frac`, and `fail`, which makes a failed gate fail the job. The result is recorded in the
+dictionary's manifest either way. A non-finite gate value, like any non-finite headline metric of an
+eval (`require_finite`), always fails the job: NaN is never a result.
 """
 
 from __future__ import annotations
@@ -33,6 +35,23 @@ def evaluate_gates(sae, x, y, gates: dict) -> dict:
         target = y if y is not None else x
         value = fvu(target, pred)
         dead = float(((f != 0).sum(0) == 0).float().mean())
+    require_finite({"fvu": value}, "quality gates of the dictionary")
     passed = value <= gates["max_fvu"] and dead <= gates["max_dead_frac"]
     return {"n_tokens": int(x.shape[0]), "fvu": value, "dead_frac": dead, "max_fvu": gates["max_fvu"],
             "max_dead_frac": gates["max_dead_frac"], "passed": bool(passed)}
+
+
+def require_finite(values: dict, what: str) -> None:
+    """Raise FloatingPointError naming every entry of `values` (name -> number, or array of numbers) that
+    is NaN or infinite. Evals call it on their headline metrics before writing an artefact."""
+    import numpy as np
+
+    bad = []
+    for name, v in values.items():
+        arr = np.asarray(v, dtype=float)
+        if arr.size and not np.isfinite(arr).all():
+            bad.append(f"{name} ({int((~np.isfinite(arr)).sum())} of {arr.size} non-finite)" if arr.ndim
+                       else f"{name} = {float(arr)}")
+    if bad:
+        raise FloatingPointError(f"{what}: non-finite {', '.join(bad)}; a NaN is never stored as a result "
+                                 "(check the inputs with `saeflow verify`)")

@@ -82,6 +82,7 @@ class RemoteFile:
 class Remote(Protocol):
     def describe(self) -> str: ...                                         # safe to print (no token)
     def list_files(self) -> dict[str, RemoteFile]: ...                     # {} if the remote does not exist
+    def exists(self) -> bool: ...                                          # after list_files: found and readable
     def prepare(self) -> None: ...                                         # create the remote if missing
     def upload(self, files: list[tuple[str, Path]], message: str) -> None: ...  # one commit
     def delete(self, paths: list[str], message: str) -> None: ...          # one commit
@@ -99,6 +100,9 @@ class LocalDirRemote:
 
     def describe(self) -> str:
         return f"directory {self.root}"
+
+    def exists(self) -> bool:
+        return self.root.is_dir()
 
     def list_files(self) -> dict[str, RemoteFile]:
         out = {}
@@ -191,6 +195,10 @@ class HubRemote:
             constants.HF_HUB_DISABLE_XET = saved_xet
             if not bars_were_off:
                 enable_progress_bars()
+
+    def exists(self) -> bool:
+        """Whether the last `list_files` found the repo at its revision (None commit: not found or no access)."""
+        return self.commit is not None
 
     def list_files(self) -> dict[str, RemoteFile]:
         from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
@@ -643,6 +651,11 @@ def pull(data_dir: Path | str, remote: Remote, keys: Iterable[str] | None = None
     data_dir = Path(data_dir)
     store_dir = data_dir / STORE_DIR
     listing = remote.list_files()
+    if not remote.exists():
+        # Pulling from nothing is an error, not "pulled 0 artefacts": a misspelt repo, a private one without
+        # a token, or a missing directory.
+        raise FileNotFoundError(f"{remote.describe()} does not exist or is not readable with these credentials "
+                                "(a private repo needs HF_TOKEN or `hf auth login`)")
     arts, pub, ignored = _group_remote(listing)
     report = PullReport(ignored=ignored)
     wanted = None if keys is None else set(keys)

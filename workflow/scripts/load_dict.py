@@ -20,7 +20,9 @@ with store.write_artefact(out, node, device=jobs.device_of(node)) as art:
             raise ValueError(f"presets.{node['labels']['preset']}.model.processing is {p['model_processing']!r}, but "
                              f"{spec['release']} was trained on model_from_pretrained_kwargs={kwargs} (processing "
                              f"{trained_on!r})")
-    gates = quality.evaluate_gates(sae, x, None, {"max_fvu": 1.0, "max_dead_frac": 1.0, "fail": False})
+    gates = quality.evaluate_gates(sae, x, None, p["gates"])
     art.record(fidelity=res["fidelity"], describe=facts, gates=gates,
                formats={"saelens": res["saelens_dir"].relative_to(art.dir).as_posix(), "native": None})
-print("fidelity:", res["fidelity"], "gates:", gates)
+    print("fidelity:", res["fidelity"], "gates:", gates)
+    if not gates["passed"] and p["gates"]["fail"]:  # inside the block: a failed gate leaves no artefact
+        raise RuntimeError(f"quality gates failed (gates.fail is true): {gates}")

@@ -3,7 +3,7 @@ import pandas as pd
 import torch
 from safetensors.numpy import load_file
 
-from saeflow import dictionary, jobs, lm, recon, store
+from saeflow import dictionary, jobs, lm, quality, recon, store
 
 node, inputs, out = jobs.start(snakemake)  # noqa: F821
 p = node["params"]
@@ -17,6 +17,8 @@ summary, per_seq = recon.evaluate_recon(
     n_resamples=p["n_resamples"], confidence=p["confidence"], seed=p["seed"],
     encode=lambda x: dictionary.encode(sae, x), decode=lambda f: dictionary.decode(sae, f),
     skip=(lambda x: dictionary.skip_term(sae, x)) if getattr(sae, "W_skip", None) is not None else None, progress=True)
+quality.require_finite({k: [v["value"], v["lo"], v["hi"]] for k, v in summary.items() if isinstance(v, dict) and "value" in v},
+                       f"recon of {node['labels']}")
 with store.write_artefact(out, node, device=device) as art:
     store.write_json_atomic(art.path("metrics.json"), summary)
     pd.DataFrame(per_seq).to_parquet(art.path("per_seq.parquet"), index=False)

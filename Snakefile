@@ -1,5 +1,5 @@
 # saeflow: content-addressed Snakemake workflow for sparse-dictionary experiments.
-# Keys (and so output paths) are computed here at parse time by saeflow.plan; see README and
+# Keys (and so output paths) are computed here at parse time by saeflow.workflow.plan; see README and
 # ../shared/spec/architecture.md. Rules live in rules/*.smk and stay thin.
 import os
 import re
@@ -15,8 +15,9 @@ sys.path.insert(0, SRC)
 # Jobs import the library from this checkout (not an installed copy), so keys and code agree.
 os.environ["PYTHONPATH"] = os.pathsep.join([SRC] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 
-from saeflow.config import ConfigError, check_config_file, validate
-from saeflow.plan import build_plan
+from saeflow.workflow.config import ConfigError, check_config_file, validate
+from saeflow.workflow.plan import build_plan
+from saeflow.workflow.steps import LOCAL as LOCAL_STEPS
 
 # A --configfile replaces the embedded default instead of being merged into it.
 if not workflow.overwrite_configfiles:
@@ -50,28 +51,18 @@ wildcard_constraints:
     key=KEY,
 
 
-include: "rules/corpus.smk"
-include: "rules/model.smk"
-include: "rules/activations.smk"
-include: "rules/dictionary.smk"
+# One rules file per stage, in pipeline order; every rule is declared once in saeflow.workflow.steps.
+include: "rules/data.smk"
+include: "rules/models.smk"
+include: "rules/dictionaries.smk"
 include: "rules/evals.smk"
-include: "rules/locality.smk"
-include: "rules/figures.smk"
-include: "rules/publish.smk"
-include: "rules/sync.smk"
+include: "rules/report.smk"
+include: "rules/hub.smk"
 
 
-# Light steps (tables, figures, copies) run in the main process, never as cluster jobs.
-localrules:
-    all,
-    export,
-    publish_run,
-    recon_summary,
-    locality_plots,
-    entropy_grid,
-    eval_plots,
-    publish,
-    dataset_card,
+# Light steps (tables, figures, copies) run in the main process, never as cluster jobs (the registry's
+# `local` flag).
+workflow.localrules("all", *(name for name in LOCAL_STEPS if name != "sync_push"))
 
 
 # `all` asks for every planned artefact, not only the exports: an artefact removed from the store (by

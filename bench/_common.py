@@ -14,7 +14,7 @@ def model_and_tokens(n_layers=4, d_model=128, vocab=1024, ctx=64, n_windows=512,
     import torch
     from transformer_lens import HookedTransformer
 
-    from saeflow.lm import make_config
+    from saeflow.models.lm import make_config
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     torch.manual_seed(seed)

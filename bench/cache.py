@@ -1,7 +1,7 @@
 """Activation caching throughput vs a bare forward pass over the same tokens, in one process.
 
 Reference: `model(tokens, stop_at_layer=L+1)` in batches under no_grad (the least any cache must do).
-New: `saeflow.activations.cache_activations` (same batches, same stop layer) capturing every site of
+New: `saeflow.data.activations.cache_activations` (same batches, same stop layer) capturing every site of
 the embedded preset (resid_post at layers 1 and 3, MLP in/out for the transcoder) and writing float16
 safetensors shards. Repeats alternate the two; the median of each is reported.
 Goal: overhead <= 15%. Writes bench/results/cache.json.
@@ -16,9 +16,9 @@ from _common import model_and_tokens, write_result
 def main(repeats=5, batch_size=32):
     import torch
 
-    from saeflow.activations import cache_activations
+    from saeflow.data.activations import cache_activations
     from saeflow.tensors import to_numpy
-    from saeflow.plan import hook_name
+    from saeflow.workflow.plan import hook_name
 
     model, tokens = model_and_tokens()
     layers = [1, 3]

@@ -74,9 +74,15 @@ def main(device="cpu", shape="default", windows=3, ref_windows=None, threads=Non
     from sae_lens import TopKSAE, TopKSAEConfig
     from transformer_lens import HookedTransformer
 
-    from saeflow.influence import DictSpec, chunk_rows, vjp_row_bytes, window_influence, window_influence_reference
-    from saeflow.lm import make_config
-    from saeflow.plan import hook_name
+    from saeflow.evals.influence import (
+        DictSpec,
+        chunk_rows,
+        vjp_row_bytes,
+        window_influence,
+        window_influence_reference,
+    )
+    from saeflow.models.lm import make_config
+    from saeflow.workflow.plan import hook_name
 
     on_cpu = device == "cpu"
     threads = (threads or sorted({1, os.cpu_count() or 1})) if on_cpu else [torch.get_num_threads()]

@@ -22,8 +22,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from saeflow import config as cfg  # noqa: E402
-from saeflow.plan import build_plan  # noqa: E402
+from saeflow.workflow import config as cfg  # noqa: E402
+from saeflow.workflow.plan import build_plan  # noqa: E402
 
 
 def big_config(n_presets=2, n_datasets=2, n_layers=10, n_dicts=25) -> dict:

@@ -5,7 +5,7 @@ shards for the same number of steps, in one process:
 - reference: a plain loop written against sparsify's API: all shards loaded up front, one random
   permutation, then per step `SparseCoder.forward(x, dead_mask=...)`, fvu + auxk loss, backward,
   `remove_gradient_parallel_to_decoder_directions`, Adam step, `set_decoder_norm_to_unit_norm`;
-- saeflow: `activations.batch_stream` (streams shards) + `dictionary.train_dictionary`, which also
+- saeflow: `activations.batch_stream` (streams shards) + `training.train_dictionary`, which also
   logs the curve and runs the sae-lens conversion and its encode-fidelity check once at the end
   (that one-off cost is timed separately and excluded from tokens/s, and reported).
 Goal: overhead <= 5%. Writes bench/results/train.json.
@@ -25,7 +25,7 @@ def reference_loop(cache_dir: Path, site: str, seed: int) -> float:
     from safetensors.torch import load_file
     from sparsify import SparseCoder, SparseCoderConfig
 
-    from saeflow.activations import read_index
+    from saeflow.data.activations import read_index
 
     x = torch.cat([load_file(str(cache_dir / site / s["file"]))["x"].float() for s in read_index(cache_dir, site)])
     torch.manual_seed(seed)
@@ -51,11 +51,12 @@ def reference_loop(cache_dir: Path, site: str, seed: int) -> float:
 
 def saeflow_loop(cache_dir: Path, site: str, seed: int, out_dir: Path) -> tuple[float, float]:
     """(training-loop seconds, total seconds incl. save + conversion + fidelity check)."""
-    from saeflow import activations, dictionary
+    from saeflow.data import activations
+    from saeflow.dictionaries import training
 
     stream = activations.batch_stream(cache_dir, site, None, BATCH, seed)
     t0 = time.perf_counter()
-    res = dictionary.train_dictionary("sparsify-topk", stream, d_in=128, d_sae=D_SAE, k=K, n_tokens=STEPS * BATCH,
+    res = training.train_dictionary("sparsify-topk", stream, d_in=128, d_sae=D_SAE, k=K, n_tokens=STEPS * BATCH,
                                       batch_size=BATCH, lr=None, seed=seed, out_dir=out_dir, hook_name=site,
                                       progress=False)
     return res.train_s, time.perf_counter() - t0
@@ -64,7 +65,7 @@ def saeflow_loop(cache_dir: Path, site: str, seed: int, out_dir: Path) -> tuple[
 def main(repeats=3):
     import torch
 
-    from saeflow.activations import cache_activations
+    from saeflow.data.activations import cache_activations
     from saeflow.tensors import to_numpy
 
     model, tokens = model_and_tokens(n_windows=2560)

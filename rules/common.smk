@@ -28,10 +28,10 @@ def threads_of(wildcards):
     return PLAN[wildcards.key].resources["threads"]
 
 
-# A store may be shared by several checkouts or machines (saeflow.store). Snakemake deletes a job's
+# A store may be shared by several checkouts or machines (saeflow.workflow.store). Snakemake deletes a job's
 # existing outputs before running it (its DAG saw them missing; another run has finished them since) and
 # the outputs of a failed job; for a complete store artefact either would delete another run's finished
-# work. The job itself finds such an artefact complete and exits without recomputing (saeflow.jobs.start),
+# work. The job itself finds such an artefact complete and exits without recomputing (saeflow.workflow.jobs.start),
 # and a complete artefact is never partial (atomic rename), so these outputs are left alone.
 import snakemake.jobs as _smk_jobs
 
@@ -47,7 +47,7 @@ if not getattr(_smk_jobs.Job, "_saeflow_keeps_store", False):
     _cleanup = _smk_jobs.Job.cleanup
 
     async def _remove_existing_output_keep_store(self):
-        # The job's log is kept too: it appends (saeflow.jobs.start), so a second run's "already complete"
+        # The job's log is kept too: it appends (saeflow.workflow.jobs.start), so a second run's "already complete"
         # line follows the first run's log instead of deleting it.
         if self.output and all(_is_store_manifest(f) for f in self.output):
             return

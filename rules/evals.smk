@@ -1,11 +1,13 @@
-# Evaluations of trained dictionaries.
+# Stage evals: reconstruction, feature-influence locality (entropy vs depth, ctx sweep, top contexts,
+# H_pos), probing, autocorrelation, geometry (saeflow.evals).
 
 
+# FVU/EV, L0, dead/dense fractions, spliced CE and KL with bootstrap CIs
 rule recon:
     input:
         unpack(upstream_of),
     output:
-        f"{STORE}/recon/{{key}}/manifest.json",
+        f"{STORE}/recon/{{key}}/{MANIFEST}",
     params:
         node=node_of,
     log:
@@ -24,11 +26,108 @@ rule recon:
         "../workflow/scripts/recon.py"
 
 
+# feature-influence entropy of every active latent per window and layer
+rule entropy_vs_depth:
+    input:
+        unpack(upstream_of),
+    output:
+        f"{STORE}/entropy_vs_depth/{{key}}/{MANIFEST}",
+    params:
+        node=node_of,
+    log:
+        f"{LOGS}/entropy_vs_depth/{{key}}.log",
+    benchmark:
+        f"{BENCH}/entropy_vs_depth/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
+    threads: threads_of
+    resources:
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+        gpu=res("gpu"),
+        gpu_mem_mb=res("gpu_mem_mb"),
+    script:
+        "../workflow/scripts/entropy_vs_depth.py"
+
+
+# per-latent entropy of one fixed text vs context length
+rule ctxlen_sweep:
+    input:
+        unpack(upstream_of),
+    output:
+        f"{STORE}/ctxlen_sweep/{{key}}/{MANIFEST}",
+    params:
+        node=node_of,
+    log:
+        f"{LOGS}/ctxlen_sweep/{{key}}.log",
+    benchmark:
+        f"{BENCH}/ctxlen_sweep/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
+    threads: threads_of
+    resources:
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+        gpu=res("gpu"),
+        gpu_mem_mb=res("gpu_mem_mb"),
+    script:
+        "../workflow/scripts/ctxlen_sweep.py"
+
+
+# top-activating events per latent (at most one per window)
+rule top_contexts:
+    input:
+        unpack(upstream_of),
+    output:
+        f"{STORE}/top_contexts/{{key}}/{MANIFEST}",
+    params:
+        node=node_of,
+    log:
+        f"{LOGS}/top_contexts/{{key}}.log",
+    benchmark:
+        f"{BENCH}/top_contexts/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
+    threads: threads_of
+    resources:
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+        gpu=res("gpu"),
+        gpu_mem_mb=res("gpu_mem_mb"),
+    script:
+        "../workflow/scripts/top_contexts.py"
+
+
+# H_pos on the window ending at each top event, per context length
+rule h_pos:
+    input:
+        unpack(upstream_of),
+    output:
+        f"{STORE}/h_pos/{{key}}/{MANIFEST}",
+    params:
+        node=node_of,
+    log:
+        f"{LOGS}/h_pos/{{key}}.log",
+    benchmark:
+        f"{BENCH}/h_pos/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
+    threads: threads_of
+    resources:
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+        gpu=res("gpu"),
+        gpu_mem_mb=res("gpu_mem_mb"),
+    script:
+        "../workflow/scripts/h_pos.py"
+
+
+# sparse probing of dictionary latents vs the raw-activation baseline
 rule probe:
     input:
         unpack(upstream_of),
     output:
-        f"{STORE}/probe/{{key}}/manifest.json",
+        f"{STORE}/probe/{{key}}/{MANIFEST}",
     params:
         node=node_of,
     log:
@@ -47,11 +146,12 @@ rule probe:
         "../workflow/scripts/probe.py"
 
 
+# per-latent activation autocorrelation, top examples, peak strips
 rule autocorr:
     input:
         unpack(upstream_of),
     output:
-        f"{STORE}/autocorr/{{key}}/manifest.json",
+        f"{STORE}/autocorr/{{key}}/{MANIFEST}",
     params:
         node=node_of,
     log:
@@ -70,11 +170,12 @@ rule autocorr:
         "../workflow/scripts/autocorr.py"
 
 
+# decoder cosine vs |dH_pos| with a permutation null
 rule geometry:
     input:
         unpack(upstream_of),
     output:
-        f"{STORE}/geometry/{{key}}/manifest.json",
+        f"{STORE}/geometry/{{key}}/{MANIFEST}",
     params:
         node=node_of,
     log:

@@ -20,7 +20,7 @@ import os
 import shutil
 from pathlib import Path
 
-from saeflow.store import sha256_file
+from saeflow.workflow.store import sha256_file
 
 
 def repo_folder(cache_dir: str | Path, repo_id: str) -> Path:

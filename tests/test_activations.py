@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from saeflow import activations
-from saeflow.lm import make_config
+from saeflow.data import activations
+from saeflow.models.lm import make_config
 
 
 @pytest.fixture(scope="module")

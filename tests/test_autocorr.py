@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from saeflow.autocorr import (AutocorrAccumulator, TopExamples, autocorr_figure, autocorr_length,
-                              autocorr_vs_entropy_figure, select_latents, write_outputs)
+from saeflow.evals.autocorr import AutocorrAccumulator, TopExamples, autocorr_length, select_latents, write_outputs
+from saeflow.report.eval_figures import autocorr_figure, autocorr_vs_entropy_figure
 
 
 def ar1(rng, n, phi, n_lat):

@@ -1,10 +1,10 @@
-"""Tests for saeflow.bootstrap.bootstrap_ci (percentile bootstrap over sequences)."""
+"""Tests for saeflow.evals.bootstrap.bootstrap_ci (percentile bootstrap over sequences)."""
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from saeflow.bootstrap import bootstrap_ci
+from saeflow.evals.bootstrap import bootstrap_ci
 
 
 def test_mean_matches_scipy_percentile():

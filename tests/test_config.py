@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from saeflow import config as cfg
-from saeflow.plan import build_plan
+from saeflow.workflow import config as cfg
+from saeflow.workflow.plan import build_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
@@ -124,15 +124,6 @@ def test_bad_config_fails_snakemake_before_any_job(tmp_path):
 
 
 
-def test_schema_resource_names_are_the_plan_steps():
-    from saeflow.plan import DEFAULT_RESOURCES, GPU_STEPS
-
-    schema = cfg.load_schema()
-    assert set(schema["properties"]["resources"]["propertyNames"]["enum"]) == set(DEFAULT_RESOURCES)
-    per_preset = schema["properties"]["presets"]["additionalProperties"]["properties"]["resources"]
-    assert set(GPU_STEPS) - {"dict", "lm"} <= set(per_preset["propertyNames"]["enum"]) <= set(DEFAULT_RESOURCES)
-
-
 def test_paper_config_validates_and_plans_the_full_grid():
     paper = cfg.validate(yaml.safe_load((ROOT / "config" / "paper.yaml").read_text()))
     plan = build_plan(paper, ROOT)
@@ -140,8 +131,8 @@ def test_paper_config_validates_and_plans_the_full_grid():
     assert steps.count("hf_model") == 6 and steps.count("publish") == 18
     # six presets x three datasets x every listed layer, one pretrained dictionary each
     n_layers = sum(len(p["layers"]) for p in paper["presets"].values())
-    assert steps.count("pretrained") == steps.count("recon") == 3 * n_layers == 228
-    gemma_entropy = [n for n in plan.nodes.values() if n.step == "entropy" and n.labels["preset"] == "gemma-2-2b"]
+    assert steps.count("load_dict") == steps.count("recon") == 3 * n_layers == 228
+    gemma_entropy = [n for n in plan.nodes.values() if n.step == "entropy_vs_depth" and n.labels["preset"] == "gemma-2-2b"]
     assert gemma_entropy[0].resources["gpu"] == 1 and gemma_entropy[0].resources["gpu_mem_mb"] == 70000
     # Local copies never enter a key; a pinned revision does.
     local = copy.deepcopy(paper)

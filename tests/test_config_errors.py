@@ -1,6 +1,6 @@
 """Every config mistake is refused at parse time with one line naming the dotted key and what is allowed.
 
-`saeflow.config.validate` is the one check the Snakefile and the CLI run; these tests mutate the tiny test
+`saeflow.workflow.config.validate` is the one check the Snakefile and the CLI run; these tests mutate the tiny test
 config (or the default one) into configs that used to pass, or that failed only inside a job, and check
 the one-line message. The last tests go through the real Snakemake CLI and `saeflow status`.
 """
@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from saeflow import cli
-from saeflow import config as cfg
+from saeflow.workflow import config as cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())

@@ -1,4 +1,4 @@
-"""Tests of saeflow.corpus: stdlib, synthetic and Hugging Face corpora, splits and windows (offline)."""
+"""Tests of saeflow.data.corpus: stdlib, synthetic and Hugging Face corpora, splits and windows (offline)."""
 
 import ast
 import json
@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from saeflow import corpus
-from saeflow.corpus import Document
+from saeflow.data import corpus, windows
+from saeflow.data.corpus import Document
 
 PKGS = ["json", "argparse", "email"]
 
@@ -232,19 +232,19 @@ def test_hf_hub_path_uses_snapshot_download(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("n_docs,frac", [(100, 0.1), (2, 0.0), (7, 0.5), (1, 0.3), (3, 0.99)])
 def test_split_documents(n_docs, frac):
-    train, ev = corpus.split_documents(n_docs, frac, seed=0)
+    train, ev = windows.split_documents(n_docs, frac, seed=0)
     assert np.array_equal(np.sort(np.concatenate([train, ev])), np.arange(n_docs))
     assert np.all(np.diff(train) > 0) and np.all(np.diff(ev) > 0)
     assert len(ev) >= (1 if n_docs >= 2 else 0) and len(train) >= 1
-    t2, e2 = corpus.split_documents(n_docs, frac, seed=0)
+    t2, e2 = windows.split_documents(n_docs, frac, seed=0)
     assert np.array_equal(train, t2) and np.array_equal(ev, e2)
     with pytest.raises(ValueError, match="eval_fraction"):
-        corpus.split_documents(n_docs, 1.0, seed=0)
+        windows.split_documents(n_docs, 1.0, seed=0)
 
 
 def test_split_documents_size_and_seed():
-    _, ev = corpus.split_documents(100, 0.1, seed=0)
-    _, ev1 = corpus.split_documents(100, 0.1, seed=1)
+    _, ev = windows.split_documents(100, 0.1, seed=0)
+    _, ev1 = windows.split_documents(100, 0.1, seed=1)
     assert len(ev) == 10 and not np.array_equal(ev, ev1)
 
 
@@ -255,7 +255,7 @@ def _token_docs():
 
 def test_cut_windows():
     docs, ctx = _token_docs(), 9
-    w = corpus.cut_windows(docs, ctx, n_windows=30, seed=1, bos_id=0)
+    w = windows.cut_windows(docs, ctx, n_windows=30, seed=1, bos_id=0)
     assert w["tokens"].shape == (30, ctx) and w["tokens"].dtype == np.int64
     assert w["doc_idx"].dtype == np.int64 and w["start_idx"].dtype == np.int64
     assert np.all(w["tokens"][:, 0] == 0)
@@ -263,54 +263,54 @@ def test_cut_windows():
     assert pairs == sorted(set(pairs))  # sorted, no duplicates
     for row, d, s in zip(w["tokens"], w["doc_idx"], w["start_idx"]):
         assert len(docs[d]) >= ctx - 1 and np.array_equal(row[1:], docs[d][s : s + ctx - 1])
-    w2 = corpus.cut_windows(docs, ctx, n_windows=30, seed=1, bos_id=0)
+    w2 = windows.cut_windows(docs, ctx, n_windows=30, seed=1, bos_id=0)
     assert all(np.array_equal(w[k], w2[k]) for k in w)
-    w3 = corpus.cut_windows(docs, ctx, n_windows=30, seed=2, bos_id=0)
+    w3 = windows.cut_windows(docs, ctx, n_windows=30, seed=2, bos_id=0)
     assert not np.array_equal(w["start_idx"], w3["start_idx"])
 
 
 def test_cut_windows_exhaustive_and_too_many():
     docs, ctx = _token_docs(), 9
     total = sum(max(len(d) - (ctx - 1) + 1, 0) for d in docs)  # 13 + 2 + 33 + 1 = 49
-    w = corpus.cut_windows(docs, ctx, n_windows=total, seed=0, bos_id=1)
+    w = windows.cut_windows(docs, ctx, n_windows=total, seed=0, bos_id=1)
     assert len(set(zip(w["doc_idx"].tolist(), w["start_idx"].tolist()))) == total
     assert set(w["doc_idx"].tolist()) == {1, 3, 4, 5}  # docs shorter than ctx - 1 give no window
     with pytest.raises(ValueError, match="n_windows"):
-        corpus.cut_windows(docs, ctx, n_windows=total + 1, seed=0, bos_id=1)
+        windows.cut_windows(docs, ctx, n_windows=total + 1, seed=0, bos_id=1)
     with pytest.raises(ValueError, match="ctx_len"):
-        corpus.cut_windows(docs, 1, n_windows=1, seed=0, bos_id=1)
+        windows.cut_windows(docs, 1, n_windows=1, seed=0, bos_id=1)
 
 
 def test_cut_windows_proportional_to_starts():
     # Doc 0 has 1 valid start, doc 1 has 91: draws follow the number of starts, not the document count.
     docs = [np.arange(10), np.arange(100)]
-    w = corpus.cut_windows(docs, 11, n_windows=46, seed=0, bos_id=0)
+    w = windows.cut_windows(docs, 11, n_windows=46, seed=0, bos_id=0)
     assert (w["doc_idx"] == 1).sum() >= 44
 
 
 def test_window_filter_rejects_markup_and_empty_text():
-    accept = corpus.window_filter(min_alpha_frac=0.5, max_markup_frac=0.2)
+    accept = windows.window_filter(min_alpha_frac=0.5, max_markup_frac=0.2)
     assert accept("The tower is 324 metres tall and the tallest structure in Paris.")
     assert not accept(" = = = History = = = \n")
     assert not accept("   \n\n  ")
     assert not accept("| 1 | 2 | 3 | 4 | 5 |")
-    assert corpus.window_filter() is None  # trivial bounds: no filtering at all
+    assert windows.window_filter() is None  # trivial bounds: no filtering at all
 
 
 def test_cut_windows_with_filter_samples_only_accepted_windows():
     rng = np.random.default_rng(0)
     docs = [rng.integers(0, 10, size=50) for _ in range(20)]
     accept = lambda body: int(body[0]) % 2 == 0  # noqa: E731
-    w = corpus.cut_windows(docs, 8, 40, seed=3, bos_id=99, accept=accept)
+    w = windows.cut_windows(docs, 8, 40, seed=3, bos_id=99, accept=accept)
     assert len(w["tokens"]) == 40 and all(t[1] % 2 == 0 for t in w["tokens"])
     assert len({(d, s) for d, s in zip(w["doc_idx"], w["start_idx"])}) == 40
-    again = corpus.cut_windows(docs, 8, 40, seed=3, bos_id=99, accept=accept)
+    again = windows.cut_windows(docs, 8, 40, seed=3, bos_id=99, accept=accept)
     assert (again["tokens"] == w["tokens"]).all()
     # Without a filter the sampling is exactly the unfiltered one.
-    assert (corpus.cut_windows(docs, 8, 40, seed=3, bos_id=99)["tokens"]
-            == corpus.cut_windows(docs, 8, 40, seed=3, bos_id=99, accept=None)["tokens"]).all()
+    assert (windows.cut_windows(docs, 8, 40, seed=3, bos_id=99)["tokens"]
+            == windows.cut_windows(docs, 8, 40, seed=3, bos_id=99, accept=None)["tokens"]).all()
     with pytest.raises(ValueError, match="window_filter"):
-        corpus.cut_windows(docs, 8, 40, seed=3, bos_id=99, accept=lambda body: False)
+        windows.cut_windows(docs, 8, 40, seed=3, bos_id=99, accept=lambda body: False)
 
 
 def test_group_rows_by_article_start_and_by_count():

@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from saeflow import config as cfg
-from saeflow import store
-from saeflow.plan import build_plan
+from saeflow.workflow import config as cfg
+from saeflow.workflow import store
+from saeflow.workflow.plan import build_plan
 
 pytestmark = pytest.mark.demo
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""saeflow.dictionary: training, sparsify -> sae-lens conversion, encode fidelity, loading.
+"""saeflow.dictionaries.training: training, sparsify -> sae-lens conversion, encode fidelity, loading.
 
 Synthetic activations with planted sparse structure: x = codes @ atoms + offset + noise (64 unit atoms
 in 32 dims, 3 active per token, nonzero mean so b_dec matters); transcoder target y = x @ A.T +
@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("sae_lens")
 pytest.importorskip("sparsify")
 
-from saeflow import dictionary as D  # noqa: E402
+from saeflow.dictionaries import codes, fidelity, formats, training  # noqa: E402
 
 D_IN, D_SAE, K, N_ATOMS, N_ACTIVE, BS = 32, 128, 8, 64, 3, 256
 N_TOKENS = 300 * BS
@@ -47,8 +47,8 @@ def _batches(transcode, data=TRAIN, bs=BS):
 
 
 def _train(kind, out_dir, n_tokens=N_TOKENS, **kw):
-    tc = kind in D.TRANSCODER_KINDS
-    return D.train_dictionary(kind, _batches(tc), D_IN, D_SAE, K, n_tokens, BS, LR, seed=0, out_dir=out_dir,
+    tc = kind in training.TRANSCODER_KINDS
+    return training.train_dictionary(kind, _batches(tc), D_IN, D_SAE, K, n_tokens, BS, LR, seed=0, out_dir=out_dir,
                               hook_name=HOOK, hook_name_out=HOOK_OUT if tc else None,
                               check_batch=(HELD_OUT[0], HELD_OUT[1] if tc else None), progress=False, **kw)
 
@@ -56,13 +56,13 @@ def _train(kind, out_dir, n_tokens=N_TOKENS, **kw):
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     """Each kind trained once for the whole module."""
-    return {kind: _train(kind, tmp_path_factory.mktemp(kind)) for kind in D.KINDS}
+    return {kind: _train(kind, tmp_path_factory.mktemp(kind)) for kind in training.KINDS}
 
 
-@pytest.mark.parametrize("kind", D.KINDS)
+@pytest.mark.parametrize("kind", training.KINDS)
 def test_training_reduces_fvu_and_logs_curve(results, kind):
     res = results[kind]
-    assert all(set(row) == set(D.CURVE_FIELDS) for row in res.curve)
+    assert all(set(row) == set(training.CURVE_FIELDS) for row in res.curve)
     steps = [row["step"] for row in res.curve]
     assert steps[0] == 1 and steps[-1] == N_TOKENS // BS and steps == sorted(steps)
     assert res.curve[-1]["tokens"] == N_TOKENS
@@ -72,24 +72,24 @@ def test_training_reduces_fvu_and_logs_curve(results, kind):
     assert all(0 < row["l0"] <= K and 0 <= row["dead_frac"] <= 1 for row in res.curve)
 
 
-@pytest.mark.parametrize("kind", D.KINDS)
+@pytest.mark.parametrize("kind", training.KINDS)
 def test_saelens_dir_reproduces_trained_model(results, kind):
     res = results[kind]
-    sae = D.load_saelens(res.saelens_dir)
+    sae = formats.load_saelens(res.saelens_dir)
     x, y = HELD_OUT
     with torch.no_grad():
         if kind == "saelens-topk":
             expected = res.model.decode(res.model.encode(x))
         else:
-            expected = res.model(x, y if kind in D.TRANSCODER_KINDS else None).sae_out
-        got = D.reconstruct(sae, x)
-        f = D.encode(sae, x)
+            expected = res.model(x, y if kind in training.TRANSCODER_KINDS else None).sae_out
+        got = codes.reconstruct(sae, x)
+        f = codes.encode(sae, x)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     assert ((f != 0).sum(-1) <= K).all() and sae.cfg.metadata.hook_name == HOOK
-    if kind in D.TRANSCODER_KINDS:
+    if kind in training.TRANSCODER_KINDS:
         assert type(sae).__name__ == "TopKSkipTranscoder" and sae.cfg.metadata.hook_name_out == HOOK_OUT
         # decode() omits the skip term; reconstruct() adds it
-        torch.testing.assert_close(D.decode(sae, f) + x @ sae.W_skip.T, got)
+        torch.testing.assert_close(codes.decode(sae, f) + x @ sae.W_skip.T, got)
         assert sae.W_skip.abs().max() > 0
 
 
@@ -118,11 +118,11 @@ def test_wrong_conversion_is_detected(results):
 
     native = SparseCoder.load_from_disk(results["sparsify-topk"].native_dir)
     assert native.b_dec.abs().max() > 0.5  # the planted offset
-    good = D.convert_sparsify(native, HOOK)
-    assert D.check_encode_fidelity(native, good, HELD_OUT[0])["passed"]
-    wrong = D.convert_sparsify(native, HOOK)
+    good = formats.convert_sparsify(native, HOOK)
+    assert fidelity.check_encode_fidelity(native, good, HELD_OUT[0])["passed"]
+    wrong = formats.convert_sparsify(native, HOOK)
     wrong.cfg.apply_b_dec_to_input = False  # seed 000's adapter bug
-    fid = D.check_encode_fidelity(native, wrong, HELD_OUT[0])
+    fid = fidelity.check_encode_fidelity(native, wrong, HELD_OUT[0])
     assert not fid["passed"] and fid["jaccard_min"] < 1.0 and fid["max_abs_recon_diff"] > 1e-3
     assert fid["n_differing_tokens"] > 0.5 * fid["n_tokens"]  # not explained away as ties
 
@@ -145,7 +145,7 @@ def _tied_pair(delta_native: float, delta_converted: float):
         coder.encoder.bias[2] = delta_native
         coder.b_dec.zero_()
         coder.W_dec.copy_(torch.randn(d_sae, d_in, generator=torch.Generator().manual_seed(0)))
-    converted = D.convert_sparsify(coder, HOOK)
+    converted = formats.convert_sparsify(coder, HOOK)
     with torch.no_grad():
         converted.b_enc[2] = 0.0
         converted.b_enc[3] = delta_converted
@@ -159,23 +159,23 @@ def test_float_tie_at_topk_boundary_passes():
     """The fresh-machine failure of issue 12: the k-th and (k+1)-th pre-activations 2.4e-7 apart, and the
     two modules' kernels break the tie differently. That is a tie, not a conversion error."""
     native, converted, x = _tied_pair(2.4e-7, 2.4e-7)
-    fid = D.check_encode_fidelity(native, converted, x)
+    fid = fidelity.check_encode_fidelity(native, converted, x)
     assert fid["identical_active_frac"] < 1.0 and fid["jaccard_min"] < 1.0  # the sets really differ
     assert fid["passed"] and fid["n_tied_tokens"] == 1 and fid["n_differing_tokens"] == 0
-    assert fid["rel_recon_diff"] < D.FIDELITY_RTOL  # tied latents' contributions accounted for
+    assert fid["rel_recon_diff"] < fidelity.FIDELITY_RTOL  # tied latents' contributions accounted for
 
 
 def test_exact_tie_passes_whichever_latent_wins():
     native, converted, x = _tied_pair(0.0, 0.0)
-    fid = D.check_encode_fidelity(native, converted, x)
+    fid = fidelity.check_encode_fidelity(native, converted, x)
     assert fid["passed"] and fid["n_differing_tokens"] == 0 and fid["n_tied_tokens"] <= 1
 
 
 @pytest.mark.parametrize("factor, passes", [(0.5, True), (1.5, False)])
 def test_near_tie_beyond_the_tolerance_fails(factor, passes):
-    delta = factor * D.TIE_RTOL * 3.0  # the boundary pre-activation is 3
+    delta = factor * fidelity.TIE_RTOL * 3.0  # the boundary pre-activation is 3
     native, converted, x = _tied_pair(delta, delta)
-    fid = D.check_encode_fidelity(native, converted, x)
+    fid = fidelity.check_encode_fidelity(native, converted, x)
     assert fid["identical_active_frac"] < 1.0
     assert fid["passed"] is passes and fid["n_tied_tokens"] == int(passes)
     assert fid["n_differing_tokens"] == int(not passes)
@@ -186,22 +186,22 @@ def test_selection_scores_reproduce_each_modules_active_set(results):
     TopK skip transcoder, sae-lens TopK), so ties are judged on the scores the modules select on."""
     x = HELD_OUT[0][:256]
     for kind in ("sparsify-topk", "sparsify-skip-transcoder", "saelens-topk"):
-        for module in (results[kind].model, D.load_saelens(results[kind].saelens_dir)):
+        for module in (results[kind].model, formats.load_saelens(results[kind].saelens_dir)):
             with torch.no_grad():
-                s, b, k = D.selection_scores(module, x)
-                active = D.encode(module, x) > 0
+                s, b, k = codes.selection_scores(module, x)
+                active = codes.encode(module, x) > 0
             assert k == K and torch.equal(active, (s >= b) & (s > 0)), kind
 
 
 def test_failed_fidelity_fails_training(tmp_path, monkeypatch):
-    real = D.convert_sparsify
+    real = formats.convert_sparsify
 
     def buggy(coder, hook_name, hook_name_out=None):
         sae = real(coder, hook_name, hook_name_out)
         sae.cfg.apply_b_dec_to_input = False
         return sae
 
-    monkeypatch.setattr(D, "convert_sparsify", buggy)
+    monkeypatch.setattr(training, "convert_sparsify", buggy)
     with pytest.raises(RuntimeError, match="jaccard_min"):
         _train("sparsify-topk", tmp_path, n_tokens=20 * BS)
 
@@ -216,7 +216,7 @@ def test_deterministic_for_a_seed(tmp_path):
 def test_rebatch_cuts_exact_batches_across_epochs():
     x = torch.arange(10 * 2, dtype=torch.float32).reshape(10, 2)
     ragged = lambda: ((x[i:i + 3], None) for i in range(0, 10, 3))  # noqa: E731  (3, 3, 3, 1 rows)
-    out = [bx for bx, _ in D._rebatch(ragged, 4, 6, want_y=False)]
+    out = [bx for bx, _ in training._rebatch(ragged, 4, 6, want_y=False)]
     assert [len(b) for b in out] == [4] * 6
     assert torch.equal(torch.cat(out), torch.cat([x, x, x[:4]]))
 
@@ -233,45 +233,45 @@ def test_bad_arguments(tmp_path, kw, match):
     args = dict(kind="sparsify-topk", batches=_batches(False), d_in=D_IN, d_sae=D_SAE, k=K, n_tokens=N_TOKENS,
                 batch_size=BS, lr=None, seed=0, out_dir=tmp_path, hook_name=HOOK)
     with pytest.raises(ValueError, match=match):
-        D.train_dictionary(**{**args, **kw})
+        training.train_dictionary(**{**args, **kw})
 
 
 def test_batches_must_match_kind(tmp_path):
     with pytest.raises(ValueError, match="must yield y"):
-        D.train_dictionary("sparsify-skip-transcoder", _batches(False), D_IN, D_SAE, K, BS, BS, None, 0,
+        training.train_dictionary("sparsify-skip-transcoder", _batches(False), D_IN, D_SAE, K, BS, BS, None, 0,
                            tmp_path, HOOK, HOOK_OUT, progress=False)
 
 
 def test_module_import_is_light():
-    code = "import sys, saeflow.dictionary; print(any(m in sys.modules for m in ('torch', 'sae_lens', 'sparsify')))"
+    code = "import sys, saeflow.dictionaries.training; print(any(m in sys.modules for m in ('torch', 'sae_lens', 'sparsify')))"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("kind", D.KINDS)
+@pytest.mark.parametrize("kind", training.KINDS)
 def test_a_nan_activation_fails_training_at_its_step(tmp_path, kind):
     """A NaN in the activations (a bad cache) fails the job at the step that meets it, naming the step and
     the batch, instead of training to NaN weights that are then stored as complete."""
     x, y = TRAIN[0].clone(), TRAIN[1].clone()
     x[5 * BS + 3, 7] = float("nan")  # in the 6th batch of the (unshuffled) stream
-    tc = kind in D.TRANSCODER_KINDS
+    tc = kind in training.TRANSCODER_KINDS
     with pytest.raises(FloatingPointError, match=r"at step 6 .*non-finite activations"):
-        D.train_dictionary(kind, _batches(tc, (x, y)), D_IN, D_SAE, K, 20 * BS, BS, LR, seed=0, out_dir=tmp_path,
+        training.train_dictionary(kind, _batches(tc, (x, y)), D_IN, D_SAE, K, 20 * BS, BS, LR, seed=0, out_dir=tmp_path,
                            hook_name=HOOK, hook_name_out=HOOK_OUT if tc else None, progress=False)
     assert not any(tmp_path.iterdir()), "nothing is saved"
 
 
 def test_divergence_is_named_as_such(tmp_path):
     with pytest.raises(FloatingPointError, match="the batch is finite: training diverged"):
-        D.train_dictionary("sparsify-topk", _batches(False), D_IN, D_SAE, K, 20 * BS, BS, 1e30, seed=0,
+        training.train_dictionary("sparsify-topk", _batches(False), D_IN, D_SAE, K, 20 * BS, BS, 1e30, seed=0,
                            out_dir=tmp_path, hook_name=HOOK, progress=False)
 
 
 @pytest.mark.parametrize("kind", ["sparsify-topk", "saelens-topk"])
 def test_a_rebuilt_dictionary_has_the_same_file_hashes(tmp_path, kind):
     """The same inputs give the same bytes (canonical JSON: sae-lens' cfg.json key order varies)."""
-    from saeflow import store
+    from saeflow.workflow import store
 
     a = _train(kind, tmp_path / "a", n_tokens=20 * BS)
     b = _train(kind, tmp_path / "b", n_tokens=20 * BS)

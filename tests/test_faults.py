@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from saeflow import store
-from saeflow.cli import load_plan
 from test_workflow import CONFIG, ENV, SNAKEMAKE, copy_workflow, planned, run
+
+from saeflow.cli import load_plan
+from saeflow.workflow import store
 
 pytestmark = pytest.mark.workflow
 
@@ -44,7 +44,7 @@ def node(plan, step, **labels):
 
 
 def shard(wd, plan, site="blocks.1.hook_resid_post") -> Path:
-    return wd / node(plan, "cache").path / site / "shard_00000.safetensors"
+    return wd / node(plan, "cache_activations").path / site / "shard_00000.safetensors"
 
 
 def payload_offset(path: Path) -> int:
@@ -106,13 +106,13 @@ def test_a_flipped_byte_is_refused_by_consumers_and_repaired_with_its_dependents
         out = res.stdout + res.stderr
         assert res.returncode != 0 and f"{f.relative_to(wd)} does not match its manifest (sha256)" in out
         assert "saeflow verify --remove" in out
-        assert [d for d in (wd / "data/store/dict").iterdir() if store.is_complete(d)
+        assert [d for d in (wd / "data/store/train_dict").iterdir() if store.is_complete(d)
                 and store.read_manifest(d)["params"]["train_tokens"] == 4352] == []
     finally:
         restore()
     res = saeflow(wd, "verify")
     assert res.returncode == 1 and "corrupt:" in res.stdout and "sha256 mismatch" in res.stdout
-    cache = node(plan, "cache")
+    cache = node(plan, "cache_activations")
     down = {n.key for n in plan.nodes.values() if any(a.key == cache.key for a in plan.ancestors(n.key)[:-1])}
     res = saeflow(wd, "verify", "--remove")
     assert res.returncode == 0, res.stdout + res.stderr
@@ -130,7 +130,7 @@ def test_a_flipped_byte_is_refused_by_consumers_and_repaired_with_its_dependents
 def test_a_nan_in_the_cache_fails_training_and_nothing_is_stored(wd, plan):
     """A NaN that entered the cache when it was written (the manifest matches it): the dictionary job
     fails at the step that meets it, naming it, and no dictionary, recon or summary appears."""
-    cache = wd / node(plan, "cache").path
+    cache = wd / node(plan, "cache_activations").path
     f = shard(wd, plan)
     original = f.read_bytes()
     data = bytearray(original)
@@ -143,7 +143,7 @@ def test_a_nan_in_the_cache_fails_training_and_nothing_is_stored(wd, plan):
         res = run(wd, check=False)
         out = res.stdout + res.stderr
         assert res.returncode != 0 and "FloatingPointError" in out and "non-finite" in out, out[-3000:]
-        new = [d for d in (wd / "data/store/dict").iterdir()
+        new = [d for d in (wd / "data/store/train_dict").iterdir()
                if store.is_complete(d) and store.read_manifest(d)["params"]["train_tokens"] == 4352]
         assert new == [] and set((wd / "data/store/recon").iterdir()) == before
     finally:
@@ -155,12 +155,12 @@ def test_a_nan_in_the_cache_fails_training_and_nothing_is_stored(wd, plan):
 
 
 def test_a_deleted_manifest_is_rebuilt_and_its_consumers_refuse_it_meanwhile(wd, plan):
-    ev = node(plan, "events")
+    ev = node(plan, "top_contexts")
     events = wd / ev.path
     (events / store.MANIFEST).unlink()
     assert not store.is_complete(events)
     status = saeflow(wd, "status", "--configfile", CONFIG).stdout
-    assert [line.split()[2] for line in status.splitlines() if line.startswith("would run")] == ["events"]
+    assert [line.split()[2] for line in status.splitlines() if line.startswith("would run")] == ["top_contexts"]
     # Snakemake rebuilds the incomplete artefact; it also schedules its direct consumers ("input files
     # updated by another job"), which find their artefacts complete and exit without recomputing.
     consumers = [n for n in plan.nodes.values() if ev.key in n.upstream.values()]
@@ -171,7 +171,7 @@ def test_a_deleted_manifest_is_rebuilt_and_its_consumers_refuse_it_meanwhile(wd,
         return (wd / c.target).stat().st_ino, (wd / c.target).read_bytes()
 
     before = {c.key: ident(c) for c in consumers}
-    # A job reading it meanwhile refuses it (saeflow.jobs.start verifies every input first).
+    # A job reading it meanwhile refuses it (saeflow.workflow.jobs.start verifies every input first).
     with pytest.raises(store.CorruptInput, match="not a complete artefact"):
         store.verify_inputs({"events": events}, {"events": events.name})
     run(wd)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from saeflow.geometry import decoder_cosines, geometry_figure, geometry_vs_entropy, pairwise_table
+from saeflow.evals.geometry import decoder_cosines, geometry_vs_entropy, pairwise_table
+from saeflow.report.eval_figures import geometry_figure
 
 
 def _random(n=60, d=32, d_sae=200, seed=1):

@@ -1,4 +1,4 @@
-"""Hugging Face models through TransformerLens (saeflow.hf), offline, on tiny random models of each family.
+"""Hugging Face models through TransformerLens (saeflow.models.hf), offline, on tiny random models of each family.
 
 Each family's tiny model is loaded by ``load_hooked`` (the function the paper presets use, with the paper
 model's TransformerLens name) with every socket connection refused; its logits and residual stream are
@@ -15,9 +15,9 @@ import time
 import numpy as np
 import pytest
 import torch
-
 from hubcache import populate_hub_cache, use_hub_cache
-from saeflow import hf
+
+from saeflow.models import hf, random_models
 
 SITE_LAYER = 1
 
@@ -47,28 +47,29 @@ def tiny(tmp_path_factory):
     """family -> spec of its tiny random model (built once per module)."""
     def get(family, dtype="float32"):
         if (family, dtype) not in _BUILT:
-            _BUILT[family, dtype] = hf.random_model(family, tmp_path_factory.mktemp(f"{family}-{dtype}"), "tiny",
+            _BUILT[family, dtype] = random_models.random_model(family, tmp_path_factory.mktemp(f"{family}-{dtype}"), "tiny",
                                                     seed=0, dtype=dtype)
         return _BUILT[family, dtype]
     return get
 
 
 def _windows(spec, tok, n=6, ctx=16):
-    from saeflow import corpus, tokenizer
+    from saeflow.data import corpus, tokenizer, windows
 
     docs, _ = corpus.synthetic_documents(12, 40, seed=3, n_filler=64, n_topic_words=8, n_topics=2)
     ids = tokenizer.encode_documents(tok, [d.text for d in docs])
-    return corpus.cut_windows(ids, ctx, n, 0, hf.bos_id(spec, tok))["tokens"]
+    return windows.cut_windows(ids, ctx, n, 0, hf.bos_id(spec, tok))["tokens"]
 
 
 @pytest.mark.parametrize("family", hf.FAMILIES)
 def test_family_matches_hf_and_runs_downstream(family, tiny, tmp_path):
     from sparsify import SparseCoder, SparseCoderConfig
 
-    from saeflow.activations import cache_activations, first_rows
-    from saeflow.dictionary import check_encode_fidelity, convert_sparsify
-    from saeflow.influence import DictSpec, window_influence
-    from saeflow.recon import evaluate_recon
+    from saeflow.data.activations import cache_activations, first_rows
+    from saeflow.dictionaries.fidelity import check_encode_fidelity
+    from saeflow.dictionaries.formats import convert_sparsify
+    from saeflow.evals.influence import DictSpec, window_influence
+    from saeflow.evals.recon import evaluate_recon
 
     spec = tiny(family)
     assert spec["tl_name"] == hf.FAMILY_TL_NAME[family] and spec["processing"] == "none"
@@ -211,7 +212,7 @@ def test_real_shapes_reproduce_transformer_lens_configs(preset):
                           rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
                           architectures=["LlamaForCausalLM"])
     else:
-        cfg = hf.family_config(facts["family"], "real")
+        cfg = random_models.family_config(facts["family"], "real")
     tl, overridden = hf.tl_config(cfg, facts["tl_name"])
     assert overridden == {}
     assert (tl["n_layers"], tl["d_model"]) == (facts["n_layers"], facts["d_model"])
@@ -237,9 +238,9 @@ def test_saelens_processing_map():
 
 def test_random_model_is_deterministic(tiny, tmp_path):
     spec = tiny("qwen2")
-    again = hf.random_model("qwen2", tmp_path / "again", "tiny", seed=0)
-    other = hf.random_model("qwen2", tmp_path / "other", "tiny", seed=1)
+    again = random_models.random_model("qwen2", tmp_path / "again", "tiny", seed=0)
+    other = random_models.random_model("qwen2", tmp_path / "other", "tiny", seed=1)
     assert again["revision"] == spec["revision"] != other["revision"]
     assert {k: v for k, v in again.items() if k != "local_dir"} == {k: v for k, v in spec.items() if k != "local_dir"}
     with pytest.raises(ValueError, match="family"):
-        hf.random_model("mamba", tmp_path / "x")
+        random_models.random_model("mamba", tmp_path / "x")

@@ -1,5 +1,5 @@
 """A paper-shaped preset through the whole DAG, offline: a random tiny Gemma-2 saved as a Hugging Face model
-(loaded by the paper presets' path: TransformerLens with hf_model= / tokenizer=, saeflow.hf.load_hooked) and
+(loaded by the paper presets' path: TransformerLens with hf_model= / tokenizer=, saeflow.models.hf.load_hooked) and
 three pretrained dictionaries, one per format (sae-lens JumpReLU, sparsify TopK, dictionary_learning ReLU),
 loaded by their real loaders from local copies -> cache -> fidelity-checked conversion -> recon -> influence
 -> figures -> publish."""
@@ -9,9 +9,11 @@ import time
 
 import pytest
 import yaml
-
-from saeflow import hf, pretrained, store
 from test_workflow import CONFIG, copy_workflow, planned, run
+
+from saeflow.dictionaries import tiny
+from saeflow.models import random_models
+from saeflow.workflow import store
 
 pytestmark = pytest.mark.workflow
 LAYER = 1
@@ -21,12 +23,12 @@ LAYER = 1
 def wd(tmp_path_factory):
     wd = copy_workflow(tmp_path_factory.mktemp("hfwf"))
     assets = tmp_path_factory.mktemp("assets")
-    spec = hf.random_model("gemma2", assets / "model", size="tiny", seed=0)
+    spec = random_models.random_model("gemma2", assets / "model", size="tiny", seed=0)
     hook = f"blocks.{LAYER}.hook_resid_post"
     d_in = spec["d_model"]
-    pretrained.write_tiny("saelens", assets / "sl", LAYER, d_in, 4 * d_in, hook, seed=1, architecture="jumprelu")
-    pretrained.write_tiny("sparsify", assets / "sp", LAYER, d_in, 4 * d_in, hook, seed=2, k=8)
-    pretrained.write_tiny("dictionary_learning", assets / "dl", LAYER, d_in, 4 * d_in, hook, seed=3)
+    tiny.write_tiny("saelens", assets / "sl", LAYER, d_in, 4 * d_in, hook, seed=1, architecture="jumprelu")
+    tiny.write_tiny("sparsify", assets / "sp", LAYER, d_in, 4 * d_in, hook, seed=2, k=8)
+    tiny.write_tiny("dictionary_learning", assets / "dl", LAYER, d_in, 4 * d_in, hook, seed=3)
     cfg = yaml.safe_load((wd / CONFIG).read_text())
     cfg["presets"] = {"g": {
         "model": {"source": "hf", "hf_id": spec["hf_id"], "revision": spec["revision"][:40], "local_dir": spec["local_dir"],
@@ -52,14 +54,14 @@ def wd(tmp_path_factory):
 
 def test_paper_shaped_preset_runs_end_to_end(wd):
     steps = {a.parent.name for a in store.iter_artefacts(wd / "data/store")}
-    assert {"hf_tokenizer", "hf_model", "cache", "pretrained", "recon", "entropy", "h_pos", "publish"} <= steps
-    assert not {"tokenizer", "lm", "dict"} & steps  # nothing is trained for a hub preset
+    assert {"hf_tokenizer", "hf_model", "cache_activations", "load_dict", "recon", "entropy_vs_depth", "h_pos", "publish"} <= steps
+    assert not {"tokenizer", "train_lm", "train_dict"} & steps  # nothing is trained for a hub preset
     model = store.read_manifest(next((wd / "data/store/hf_model").iterdir()))
     assert model["official_tl_name"] == "google/gemma-2-2b" and model["facts"]["architecture"] == "Gemma2ForCausalLM"
     tok = store.read_manifest(next((wd / "data/store/hf_tokenizer").iterdir()))
     assert tok["bos_id"] is not None
     formats = set()
-    for d in (wd / "data/store/pretrained").iterdir():
+    for d in (wd / "data/store/load_dict").iterdir():
         m = store.read_manifest(d)
         formats.add(m["params"]["format"])
         assert m["fidelity"]["passed"] and m["fidelity"]["n_differing_tokens"] == 0, m["fidelity"]

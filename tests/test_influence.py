@@ -1,8 +1,8 @@
-"""saeflow.influence: batched feature influence == the seed's per-latent reference, closed forms, edge cases.
+"""saeflow.evals.influence: batched feature influence == the seed's per-latent reference, closed forms, edge cases.
 
 Tiny random-init TransformerLens models (LN + gelu, RMS + silu) with random sae-lens dictionaries of every
 kind we read: TopK SAE (b_dec != 0, applied to the input), ReLU StandardSAE, JumpReLU SAE, and a sparsify
-skip transcoder on the MLP input converted by ``saeflow.dictionary.convert_sparsify``.
+skip transcoder on the MLP input converted by ``saeflow.dictionaries.formats.convert_sparsify``.
 """
 
 import math
@@ -18,9 +18,10 @@ pytest.importorskip("transformer_lens")
 pytest.importorskip("sae_lens")
 pytest.importorskip("sparsify")
 
-from saeflow import influence as I  # noqa: E402
 from ties import matched_latents  # noqa: E402
-from saeflow.plan import hook_name  # noqa: E402
+
+from saeflow.evals import influence as I  # noqa: E402
+from saeflow.workflow.plan import hook_name  # noqa: E402
 
 T = 10
 ARCHS = {
@@ -55,7 +56,7 @@ def _dicts(arch, combo):
     from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
     from sparsify import SparseCoder, SparseCoderConfig
 
-    from saeflow.dictionary import convert_sparsify
+    from saeflow.dictionaries.formats import convert_sparsify
 
     d, last = ARCHS[arch]["d_model"], ARCHS[arch]["n_layers"] - 1
     if combo == "topk-jump":
@@ -207,6 +208,6 @@ def test_bad_input_and_state():
 
 
 def test_import_is_light():
-    code = "import sys, saeflow.influence; assert 'torch' not in sys.modules"
+    code = "import sys, saeflow.evals.influence; assert 'torch' not in sys.modules"
     env = {**os.environ, "PYTHONPATH": os.path.join(os.path.dirname(__file__), "..", "src")}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)

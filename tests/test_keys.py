@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from saeflow import keys
+from saeflow.workflow import keys
 
 
 def _pkg(tmp_path: Path, files: dict[str, str]) -> Path:
@@ -74,14 +74,15 @@ def test_node_key_depends_on_every_part():
 
 
 def test_job_recomputes_fingerprint_and_rejects_code_changed_after_planning():
-    from saeflow import jobs
-    from saeflow.plan import SCRIPTS
+    from saeflow.workflow import jobs
+    from saeflow.workflow.steps import STEPS
 
-    src = Path(jobs.__file__).resolve().parents[1]
-    fp = keys.Fingerprinter(src).fingerprint(src.parent / SCRIPTS["recon"])
-    node = {"step": "recon", "key": "k" * 20, "code_digest": fp["digest"], "script": SCRIPTS["recon"]}
-    assert jobs.code_fingerprint(node) == fp and "saeflow.recon" in fp["modules"]
+    script = STEPS["recon"].script_path
+    src = Path(jobs.__file__).resolve().parents[2]
+    fp = keys.Fingerprinter(src).fingerprint(src.parent / script)
+    node = {"step": "recon", "key": "k" * 20, "code_digest": fp["digest"], "script": script}
+    assert jobs.code_fingerprint(node) == fp and "saeflow.evals.recon" in fp["modules"]
     # The planner and the config checks are not part of any step's code: editing them reruns nothing.
-    assert not {"saeflow.plan", "saeflow.config"} & set(fp["modules"])
+    assert not {"saeflow.workflow.plan", "saeflow.workflow.config", "saeflow.workflow.steps"} & set(fp["modules"])
     with pytest.raises(RuntimeError, match="changed after the DAG was planned"):
         jobs.code_fingerprint({**node, "code_digest": "0" * 64})

@@ -1,7 +1,8 @@
 """Embedded LM: trains (loss falls), saves and reloads bit-identically with its tokenizer."""
 import torch
 
-from saeflow import corpus, lm, tokenizer
+from saeflow.data import corpus, tokenizer, windows
+from saeflow.models import lm
 
 
 def test_train_save_load_roundtrip(tmp_path):
@@ -9,7 +10,7 @@ def test_train_save_load_roundtrip(tmp_path):
     tokenizer.train_bpe([d.text for d in docs], 400, tmp_path / "tok")
     tok = tokenizer.load_tokenizer(tmp_path / "tok")
     ids = tokenizer.encode_documents(tok, [d.text for d in docs])
-    w = corpus.cut_windows(ids, 16, 200, 0, tok.bos_token_id)["tokens"]
+    w = windows.cut_windows(ids, 16, 200, 0, tok.bos_token_id)["tokens"]
     arch = {"n_layers": 1, "d_model": 32, "n_heads": 2, "d_mlp": 64, "act_fn": "gelu", "n_ctx": 16, "seed": 0}
     torch.manual_seed(0)
     model = lm.build_model(arch, tmp_path / "tok")

@@ -4,11 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from saeflow import locality
-from saeflow.influence import DictSpec, window_influence
-from saeflow.lm import make_config
 from ties import matched_latents
+
+from saeflow.evals import locality
+from saeflow.evals.influence import DictSpec, window_influence
+from saeflow.models.lm import make_config
 
 
 def slow_top_events(f, T, k, min_pos):

@@ -1,4 +1,4 @@
-"""saeflow.pretrained: pretrained dictionaries through the real loaders, offline.
+"""saeflow.dictionaries.pretrained: pretrained dictionaries through the real loaders, offline.
 
 Tiny dictionaries are written in each format's on-disk layout (``write_tiny``) and loaded (a) from a local
 snapshot directory and (b) through the Hugging Face hub code path (``SAE.from_pretrained``,
@@ -19,11 +19,10 @@ pytest.importorskip("sae_lens")
 pytest.importorskip("sparsify")
 
 sys.path.insert(0, str(Path(__file__).parent))
+import hubcache  # noqa: E402
 from ties import assert_same_active_codes  # noqa: E402
 
-import hubcache  # noqa: E402
-from saeflow import dictionary as D  # noqa: E402
-from saeflow import pretrained as P  # noqa: E402
+from saeflow.dictionaries import codes, formats, pretrained, tiny  # noqa: E402  # noqa: E402
 
 LAYER, D_IN, D_SAE, K = 2, 16, 64, 4
 HOOK = f"blocks.{LAYER}.hook_resid_post"
@@ -51,7 +50,7 @@ def hub(tmp_path_factory):
             case = {"repo": repo}
             for name, seed in (("A", 0), ("B", 1)):
                 root = base / f"{fmt}-{arch}-{name}"
-                P.write_tiny(fmt, root, LAYER, D_IN, D_SAE, HOOK, seed=seed, k=K, architecture=arch)
+                tiny.write_tiny(fmt, root, LAYER, D_IN, D_SAE, HOOK, seed=seed, k=K, architecture=arch)
                 case[name] = root
                 case[f"commit_{name}"] = hubcache.populate_hub_cache(cache, repo, root, ref="main")
             out[(fmt, arch)] = case
@@ -69,7 +68,7 @@ def _spec(fmt, case, source):
 
 def _assert_same_codes(a, b, x):
     with torch.no_grad():
-        fa, fb = D.encode(a, x), D.encode(b, x)
+        fa, fb = codes.encode(a, x), codes.encode(b, x)
     assert_same_active_codes(fa, fb)  # identical up to a float tie at the selection boundary
 
 
@@ -97,7 +96,7 @@ def test_load_convert_check_save_reload(hub, case, source, tmp_path):
     fmt, arch = case
     spec = _spec(fmt, hub[case], source)
     x = _x()
-    res = P.load_pretrained(spec, LAYER, HOOK, x, tmp_path)
+    res = pretrained.load_pretrained(spec, LAYER, HOOK, x, tmp_path)
 
     fid = res["fidelity"]
     assert fid["passed"] and fid["n_differing_tokens"] == 0 and fid["n_tied_tokens"] <= 1  # ties: another machine's kernels
@@ -111,10 +110,10 @@ def test_load_convert_check_save_reload(hub, case, source, tmp_path):
         assert 0.2 <= d["threshold"]["min"] <= d["threshold"]["max"] <= 0.5
 
     # the saved directory is what the workflow loads; it encodes exactly like the native dictionary
-    reloaded = D.load_saelens(res["saelens_dir"])
-    native = P.load_native(spec, LAYER)
+    reloaded = formats.load_saelens(res["saelens_dir"])
+    native = pretrained.load_native(spec, LAYER)
     _assert_same_codes(native.float(), reloaded, x)
-    l0 = (D.encode(reloaded, x) > 0).sum(-1).float()
+    l0 = (codes.encode(reloaded, x) > 0).sum(-1).float()
     assert l0.mean() > 0  # the check is not vacuous
     if arch == "topk":
         assert l0.max() <= K
@@ -122,21 +121,21 @@ def test_load_convert_check_save_reload(hub, case, source, tmp_path):
     # hub: unpinned is "main" (commit B, seed 1), pinned and local are commit A (seed 0)
     want = hub[case]["B" if source == "hub" else "A"]
     other = hub[case]["A" if source == "hub" else "B"]
-    _assert_same_codes(P.load_native({**spec, "revision": None, "local_dir": str(want)}, LAYER), reloaded, x)
+    _assert_same_codes(pretrained.load_native({**spec, "revision": None, "local_dir": str(want)}, LAYER), reloaded, x)
     with torch.no_grad():
-        assert not torch.equal(D.encode(P.load_native({**spec, "revision": None, "local_dir": str(other)}, LAYER), x),
-                               D.encode(reloaded, x))
+        assert not torch.equal(codes.encode(pretrained.load_native({**spec, "revision": None, "local_dir": str(other)}, LAYER), x),
+                               codes.encode(reloaded, x))
 
 
 def test_native_types_and_encode_dispatch(hub):
     x = _x(32)
     kinds = {}
     for case in CASES:
-        native = P.load_native(_spec(case[0], hub[case], "local"), LAYER)
+        native = pretrained.load_native(_spec(case[0], hub[case], "local"), LAYER)
         kinds[case] = type(native).__name__
-        f = D.encode(native, x)
+        f = codes.encode(native, x)
         assert f.shape == (32, D_SAE) and (f >= 0).all()
-        torch.testing.assert_close(D.reconstruct(native, x), D.decode(native, f))
+        torch.testing.assert_close(codes.reconstruct(native, x), codes.decode(native, f))
     assert kinds[("sparsify", "topk")] == "SparseCoder"
     assert kinds[("dictionary_learning", "standard")] == "DLAutoEncoder"
     assert kinds[("saelens", "jumprelu")] == "JumpReLUSAE"
@@ -148,13 +147,13 @@ def test_dictionary_learning_math_matches_its_autoencoder(hub):
     case = ("dictionary_learning", "standard")
     spec = _spec(*case[:1], hub[case], "local")
     sd = torch.load(hub[case]["A"] / f"resid_out_layer{LAYER}/10_32768/ae.pt", weights_only=True)
-    ae = P.load_native(spec, LAYER)
+    ae = pretrained.load_native(spec, LAYER)
     x = _x(64)
     f_ref = torch.relu((x - sd["bias"]) @ sd["encoder.weight"].T + sd["encoder.bias"])
     with torch.no_grad():
         torch.testing.assert_close(ae.encode(x), f_ref)
         torch.testing.assert_close(ae.decode(f_ref), f_ref @ sd["decoder.weight"].T + sd["bias"])
-        sae = P.to_saelens(ae, spec, HOOK)
+        sae = pretrained.to_saelens(ae, spec, HOOK)
         torch.testing.assert_close(sae.encode(x), f_ref, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(sae.decode(f_ref), ae.decode(f_ref), rtol=1e-5, atol=1e-5)
     assert torch.equal(sae.W_enc, sd["encoder.weight"].T) and torch.equal(sae.W_dec, sd["decoder.weight"].T)
@@ -163,17 +162,17 @@ def test_dictionary_learning_math_matches_its_autoencoder(hub):
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_dropping_the_b_dec_shift_is_caught(hub, case, tmp_path, monkeypatch):
-    real = P.to_saelens
+    real = pretrained.to_saelens
 
     def wrong(native, spec, hook_name):
         sae = copy.deepcopy(real(native, spec, hook_name))  # never alter the native module
         sae.cfg.apply_b_dec_to_input = False
         return sae
 
-    monkeypatch.setattr(P, "to_saelens", wrong)
+    monkeypatch.setattr(pretrained, "to_saelens", wrong)
     spec = _spec(case[0], hub[case], "local")
     with pytest.raises(RuntimeError, match="tokens differ beyond a tie") as e:
-        P.load_pretrained(spec, LAYER, HOOK, _x(), tmp_path)
+        pretrained.load_pretrained(spec, LAYER, HOOK, _x(), tmp_path)
     assert hub[case]["repo"] in str(e.value) and TEMPLATES[case[0]].format(layer=LAYER) in str(e.value)
     assert not (tmp_path / "saelens").exists()
 
@@ -181,10 +180,10 @@ def test_dropping_the_b_dec_shift_is_caught(hub, case, tmp_path, monkeypatch):
 def test_bfloat16_sparsify_coder(tmp_path):
     """Hub sparsify coders are stored in bfloat16; the check runs on the exact float32 cast."""
     root = tmp_path / "repo"
-    P.write_tiny("sparsify", root, LAYER, D_IN, D_SAE, HOOK, seed=3, k=K, dtype="bfloat16")
+    tiny.write_tiny("sparsify", root, LAYER, D_IN, D_SAE, HOOK, seed=3, k=K, dtype="bfloat16")
     spec = {"format": "sparsify", "release": "x/y", "id": "layers.{layer}", "local_dir": str(root)}
-    assert P.describe(P.load_native(spec, LAYER))["dtype"] == "bfloat16"
-    res = P.load_pretrained(spec, LAYER, HOOK, _x(), tmp_path / "out")
+    assert pretrained.describe(pretrained.load_native(spec, LAYER))["dtype"] == "bfloat16"
+    res = pretrained.load_pretrained(spec, LAYER, HOOK, _x(), tmp_path / "out")
     assert res["fidelity"]["passed"] and res["native"]["dtype"] == "bfloat16"
 
 
@@ -194,18 +193,18 @@ def test_registry_release_with_legacy_cfg(tmp_path, monkeypatch):
     (neuronpedia id, dataset); the cfg.json is in the pre-6.0 format of older hub repos."""
     cache = hubcache.use_hub_cache(monkeypatch, tmp_path / "cache")
     root = tmp_path / "snapshot"
-    P.write_tiny("saelens", root, 1, D_IN, D_SAE, "blocks.1.hook_resid_post", seed=0, k=K, architecture="topk",
+    tiny.write_tiny("saelens", root, 1, D_IN, D_SAE, "blocks.1.hook_resid_post", seed=0, k=K, architecture="topk",
                  sae_id="v5_32k_layer_1.pt", cfg_style="legacy")
     commit = hubcache.populate_hub_cache(cache, "jbloom/GPT2-Small-OAI-v5-32k-resid-post-SAEs", root)
     spec = {"format": "saelens", "release": "gpt2-small-resid-post-v5-32k", "id": "blocks.{layer}.hook_resid_post"}
     x = _x()
     for extra in ({}, {"revision": commit}, {"local_dir": str(root)}):
-        res = P.load_pretrained({**spec, **extra}, 1, "blocks.1.hook_resid_post", x, tmp_path / "out")
+        res = pretrained.load_pretrained({**spec, **extra}, 1, "blocks.1.hook_resid_post", x, tmp_path / "out")
         assert res["fidelity"]["passed"]
         assert res["describe"]["architecture"] == "topk" and res["describe"]["k"] == K
         assert res["describe"]["neuronpedia_id"] == "gpt2-small/1-res_post_32k-oai"
     with pytest.raises(ValueError, match="not found"):
-        P.load_native({**spec, "id": "blocks.99.hook_resid_post"}, 0)
+        pretrained.load_native({**spec, "id": "blocks.99.hook_resid_post"}, 0)
 
 
 def test_gemma_scope_params_npz(tmp_path, monkeypatch):
@@ -215,19 +214,19 @@ def test_gemma_scope_params_npz(tmp_path, monkeypatch):
     cache = hubcache.use_hub_cache(monkeypatch, tmp_path / "cache")
     root = tmp_path / "snapshot"
     sae_id = "embedding/width_4k/average_l0_6"
-    P.write_tiny("saelens", root, 0, 2304, 4096, "hook_embed", seed=0, architecture="jumprelu", sae_id=sae_id,
+    tiny.write_tiny("saelens", root, 0, 2304, 4096, "hook_embed", seed=0, architecture="jumprelu", sae_id=sae_id,
                  cfg_style="gemma_scope")
     assert sorted(p.name for p in (root / sae_id).iterdir()) == ["params.npz"]
     spec = {"format": "saelens", "release": "gemma-scope-2b-pt-res", "id": sae_id, "local_dir": str(root)}
     x = _x(32, d=2304)
-    res = P.load_pretrained(spec, 0, "hook_embed", x, tmp_path / "local")
+    res = pretrained.load_pretrained(spec, 0, "hook_embed", x, tmp_path / "local")
     assert res["fidelity"]["passed"] and res["fidelity"]["n_differing_tokens"] == 0
     d = res["describe"]
     assert (d["architecture"], d["d_in"], d["d_sae"], d["apply_b_dec_to_input"]) == ("jumprelu", 2304, 4096, False)
     assert "threshold" in d
     hubcache.populate_hub_cache(cache, "google/gemma-scope-2b-pt-res", root)
-    res_hub = P.load_pretrained({**spec, "local_dir": None}, 0, "hook_embed", x, tmp_path / "hub")
-    _assert_same_codes(D.load_saelens(res["saelens_dir"]), D.load_saelens(res_hub["saelens_dir"]), x)
+    res_hub = pretrained.load_pretrained({**spec, "local_dir": None}, 0, "hook_embed", x, tmp_path / "hub")
+    _assert_same_codes(formats.load_saelens(res["saelens_dir"]), formats.load_saelens(res_hub["saelens_dir"]), x)
 
 
 def test_local_dir_never_touches_the_hub(hub, tmp_path, monkeypatch):
@@ -247,45 +246,45 @@ def test_local_dir_never_touches_the_hub(hub, tmp_path, monkeypatch):
     specs = [_spec(case[0], hub[case], "local") for case in CASES]
     # a registry release goes through SAE.from_pretrained with the converter's downloads answered locally
     root = tmp_path / "v5"
-    P.write_tiny("saelens", root, LAYER, D_IN, D_SAE, HOOK, seed=0, k=K, sae_id=f"v5_32k_layer_{LAYER}.pt")
+    tiny.write_tiny("saelens", root, LAYER, D_IN, D_SAE, HOOK, seed=0, k=K, sae_id=f"v5_32k_layer_{LAYER}.pt")
     specs.append({"format": "saelens", "release": "gpt2-small-resid-post-v5-32k", "id": TEMPLATES["saelens"],
                   "local_dir": str(root)})
     for spec in specs:
-        assert P.load_pretrained(spec, LAYER, HOOK, _x(64), tmp_path / "out")["fidelity"]["passed"]
+        assert pretrained.load_pretrained(spec, LAYER, HOOK, _x(64), tmp_path / "out")["fidelity"]["passed"]
 
 
 def test_missing_files_and_bad_revisions(hub, tmp_path):
     for case in CASES:
         spec = _spec(case[0], hub[case], "local")
         with pytest.raises((FileNotFoundError, OSError)):
-            P.load_native({**spec, "local_dir": str(tmp_path / "empty")}, LAYER)
+            pretrained.load_native({**spec, "local_dir": str(tmp_path / "empty")}, LAYER)
         with pytest.raises(Exception):  # noqa: B017 - each library raises its own not-found error
-            P.load_native({**_spec(case[0], hub[case], "hub"), "revision": "0" * 40}, LAYER)
+            pretrained.load_native({**_spec(case[0], hub[case], "hub"), "revision": "0" * 40}, LAYER)
         with pytest.raises(Exception):  # noqa: B017
-            P.load_native(_spec(case[0], hub[case], "hub"), LAYER + 1)
+            pretrained.load_native(_spec(case[0], hub[case], "hub"), LAYER + 1)
 
 
 def test_spec_validation():
     ok = {"format": "sparsify", "release": "a/b", "id": "layers.{layer}"}
-    assert P.validate_spec(ok) == {**ok, "revision": None, "local_dir": None}
-    assert P.dict_id(ok, 3) == "layers.3"
+    assert pretrained.validate_spec(ok) == {**ok, "revision": None, "local_dir": None}
+    assert pretrained.dict_id(ok, 3) == "layers.3"
     for bad in ({**ok, "format": "pickle"}, {**ok, "revison": "abc"}, {**ok, "release": ""},
                 {**ok, "id": None}, {**ok, "revision": 3}, "spec"):
         with pytest.raises(ValueError):
-            P.validate_spec(bad)
+            pretrained.validate_spec(bad)
     with pytest.raises(ValueError, match="template"):
-        P.dict_id({**ok, "id": "layers.{L}"}, 3)
+        pretrained.dict_id({**ok, "id": "layers.{L}"}, 3)
     with pytest.raises(ValueError, match="neither"):
-        P.load_native({"format": "saelens", "release": "no-such-release", "id": "x"}, 0)
+        pretrained.load_native({"format": "saelens", "release": "no-such-release", "id": "x"}, 0)
 
 
 def test_hook_mismatch_and_bad_x(hub, tmp_path):
     case = ("saelens", "topk")
     spec = _spec("saelens", hub[case], "local")
     with pytest.raises(ValueError, match="hook"):
-        P.to_saelens(P.load_native(spec, LAYER), spec, "blocks.0.hook_resid_pre")
+        pretrained.to_saelens(pretrained.load_native(spec, LAYER), spec, "blocks.0.hook_resid_pre")
     with pytest.raises(ValueError, match="d_in"):
-        P.load_pretrained(spec, LAYER, HOOK, _x(8, d=D_IN + 1), tmp_path)
+        pretrained.load_pretrained(spec, LAYER, HOOK, _x(8, d=D_IN + 1), tmp_path)
 
 
 class _Payload:
@@ -309,7 +308,7 @@ def test_torch_load_is_weights_only(hub, tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "load", spy)
     case = ("dictionary_learning", "standard")
     for source in ("local", "hub", "pinned"):
-        P.load_pretrained(_spec("dictionary_learning", hub[case], source), LAYER, HOOK, _x(32), tmp_path)
+        pretrained.load_pretrained(_spec("dictionary_learning", hub[case], source), LAYER, HOOK, _x(32), tmp_path)
     assert calls and all(c is True for c in calls), calls
 
     # a planted malicious ae.pt is refused before any of its code runs
@@ -321,7 +320,7 @@ def test_torch_load_is_weights_only(hub, tmp_path, monkeypatch):
     spec = {"format": "dictionary_learning", "release": "evil/repo", "id": TEMPLATES["dictionary_learning"],
             "local_dir": str(root)}
     with pytest.raises(pickle.UnpicklingError):
-        P.load_pretrained(spec, LAYER, HOOK, _x(8), tmp_path / "out")
+        pretrained.load_pretrained(spec, LAYER, HOOK, _x(8), tmp_path / "out")
     assert not marker.exists()
     assert calls[-1] is True
     # control: the payload is live (a full unpickle would have run it)

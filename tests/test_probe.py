@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from saeflow import probe
+from saeflow.evals import probe
+from saeflow.report import eval_figures
 
 
 def _planted(n=400, d=60, informative=(7, 23, 41), seed=0, shift=3.0):
@@ -112,7 +113,7 @@ def test_load_labeled_hf(tmp_path):
     assert [d.text for d in docs] == ["a doc", "another", "third"]
     assert [d.label for d in docs] == [2, 7, 2]
     assert len(probe.load_labeled_hf("org/bios", "v1.0", "train", local_dir=str(tmp_path), max_docs=2)) == 2
-    from saeflow import corpus
+    from saeflow.data import corpus
 
     for i, labels in enumerate([[2.0, 1.7], [2.0, 1.0], ["2", "3"], [2, None], [False, True]]):
         bad = tmp_path / f"bad{i}"
@@ -132,7 +133,7 @@ def test_probe_figure(tmp_path):
             rows.append({"task": task, "k": k, "acc_sae": base + 0.05 * i, "acc_raw": base - 0.1 + 0.07 * i,
                          "n_test": 200})
     path = tmp_path / "probe.png"
-    probe.probe_figure(pd.DataFrame(rows), path, "sparse probing")
+    eval_figures.probe_figure(pd.DataFrame(rows), path, "sparse probing")
     assert path.stat().st_size > 10_000
     assert list(tmp_path.iterdir()) == [path]
     lo, hi = probe.wilson_interval(0.9, 100)

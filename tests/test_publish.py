@@ -1,4 +1,4 @@
-"""The published tree (saeflow.publish): layout, atomic and idempotent materialisation, the dataset card."""
+"""The published tree (saeflow.report.publish): layout, atomic and idempotent materialisation, the dataset card."""
 import json
 from fnmatch import fnmatch
 from pathlib import Path
@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from saeflow import publish, store
+from saeflow.report import publish
+from saeflow.workflow import store
 
 
 def _artefact(root: Path, step: str, key: str, files: dict[str, bytes], labels=None, **extra) -> Path:
@@ -22,7 +23,7 @@ def _artefact(root: Path, step: str, key: str, files: dict[str, bytes], labels=N
 def run(tmp_path):
     st = tmp_path / "data" / "store"
     up = {
-        "entropy": _artefact(st, "entropy", "a" * 20, {"entropy_comparison_resid_post_layer1.parquet": b"E",
+        "entropy_vs_depth": _artefact(st, "entropy_vs_depth", "a" * 20, {"entropy_comparison_resid_post_layer1.parquet": b"E",
                                                         "summary.json": b"{}"}),
         "locality_plots": _artefact(st, "locality_plots", "b" * 20, {"entropy_plots_resid_post_layer1/h.png": b"P",
                                                                       "entropy_vs_depth__t__s.png": b"F"}),
@@ -39,20 +40,21 @@ def run(tmp_path):
 def test_layout_follows_the_seed_card(run):
     _, _, layout = run
     dests = {r["dest"] for r in layout}
-    assert {"entropy_comparison_resid_post_layer1.parquet", "entropy/summary.json",
+    assert {"entropy_comparison_resid_post_layer1.parquet", "entropy_vs_depth/summary.json",
             "entropy_plots_resid_post_layer1/h.png", "locality_plots/entropy_vs_depth__t__s.png",
             "recon/topk_layer1/metrics.json", "recon/topk_layer1/per_seq.parquet",
-            "manifests/entropy.json", "manifests/recon__topk__layer1.json"} <= dests
+            "manifests/entropy_vs_depth.json", "manifests/recon__topk__layer1.json"} <= dests
     assert all(len(r["sha256"]) == 64 for r in layout)
 
 
 def test_colliding_destinations_are_rejected(tmp_path):
     st = tmp_path / "store"
-    a = _artefact(st, "entropy", "a" * 20, {"x": b"1"})
-    # role `manifests` would write manifests/entropy.json, where the entropy artefact's manifest goes
-    b = _artefact(st, "m", "b" * 20, {"entropy.json": b"2"})
+    a = _artefact(st, "probe", "a" * 20, {"x": b"1"})
+    # a probe artefact with a file probe/x... and another one playing role `probe` too would collide; so
+    # would two published steps whose folders coincide: here a second probe artefact under another role
+    b = _artefact(st, "probe", "b" * 20, {"x": b"2"})
     with pytest.raises(ValueError, match="collides"):
-        publish.build_layout({"entropy": a, "manifests": b})
+        publish.build_layout({"probe": a, "probe2": b})
 
 
 def test_materialise_is_atomic_and_keeps_an_unchanged_run(run):
@@ -63,7 +65,7 @@ def test_materialise_is_atomic_and_keeps_an_unchanged_run(run):
     assert (d / "entropy_comparison_resid_post_layer1.parquet").read_bytes() == b"E"
     rc = json.loads((d / "run_config.json").read_text())
     assert rc["publish_key"] == "d" * 20 and rc["timestamp"] == "20260101_000000" and rc["preset"] == "t"
-    assert set(json.loads((d / "bench.json").read_text())["steps"]) == {"entropy", "locality_plots", "recon__topk__layer1"}
+    assert set(json.loads((d / "bench.json").read_text())["steps"]) == {"entropy_vs_depth", "locality_plots", "recon__topk__layer1"}
     before = {p: p.stat().st_mtime_ns for p in d.rglob("*")}
     assert publish.materialise(pub, st, data) == d  # re-publishing: same directory, untouched
     assert {p: p.stat().st_mtime_ns for p in d.rglob("*")} == before
@@ -92,6 +94,6 @@ def test_dataset_card_front_matter_lists_only_present_tables():
     # The viewer globs match run directories, never the store beside them (same depth under data/).
     pattern = front["configs"][0]["data_files"][0]["path"]
     assert fnmatch("data/p/d/20260101_000000/entropy_comparison_resid_post_layer3.parquet", pattern)
-    assert not fnmatch("data/store/entropy/0123456789abcdef0123/entropy_comparison_resid_post_layer3.parquet", pattern)
+    assert not fnmatch("data/store/entropy_vs_depth/0123456789abcdef0123/entropy_comparison_resid_post_layer3.parquet", pattern)
     assert not fnmatch("data/p/d/20260101_000000/entropy_comparison_resid_post_layer3_windows.parquet", pattern)
     assert "| p | d | t | `k` |" in card and "Body." in card

@@ -1,4 +1,4 @@
-"""Tests for saeflow.recon.evaluate_recon: against sae-lens run_evals, and closed-form cases.
+"""Tests for saeflow.evals.recon.evaluate_recon: against sae-lens run_evals, and closed-form cases.
 
 Small random HookedTransformer (2 layers, d_model 32, vocab 64) and random-weight sae-lens SAEs; tokens
 are random ids in [1, 64) with BOS id 0 at position 0 only, so sae-lens' special-token masking
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from saeflow.recon import evaluate_recon
+from saeflow.evals.recon import evaluate_recon
 
 BOS, N_SEQ, T, D = 0, 24, 16, 32
 SITE = "blocks.0.hook_mlp_out"

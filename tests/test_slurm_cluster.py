@@ -28,11 +28,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from saeflow import store
-from saeflow.cli import load_plan
 from slurm_cluster import ClusterUnavailable, SlurmCluster, ensure_installed
 from test_workflow import ENV, copy_workflow
+
+from saeflow.cli import load_plan
+from saeflow.workflow import store
 
 pytestmark = pytest.mark.workflow
 CONFIG = "tests/configs/slurm.yaml"
@@ -208,13 +208,13 @@ def test_every_job_ran_as_a_slurm_job(runs):
     in_jobs = [p.read_text() for p in logs.values()]
     local_outputs = set(re.findall(r"^localrule \w+:\n(?:    .*\n)*?    output: (\S+)", runs.out, re.M))
     arts = list(store.iter_artefacts(runs.slurm_wd / "data/store"))
-    assert {a.parent.name for a in arts} == {"corpus", "tokenizer", "windows", "lm", "cache", "dict", "entropy",
+    assert {a.parent.name for a in arts} == {"corpus", "tokenizer", "windows", "train_lm", "cache_activations", "train_dict", "entropy_vs_depth",
                                              "entropy_grid"}
     for a in arts:
         rel = str(a.relative_to(runs.slurm_wd))
         in_a_job = any(re.search(rf"^    output: (.*, )?{re.escape(rel)}\b", t, re.M) for t in in_jobs)
         assert in_a_job != (rel in local_outputs), rel
-        if a.parent.name in ("lm", "cache", "dict", "entropy"):
+        if a.parent.name in ("train_lm", "cache_activations", "train_dict", "entropy_vs_depth"):
             assert in_a_job, rel
     assert TARGET in local_outputs  # the export is a localrule
     assert (runs.slurm_wd / TARGET).stat().st_size > 10_000

@@ -20,9 +20,9 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from test_workflow import ENV, copy_workflow
 
 from saeflow.cli import load_plan
-from test_workflow import ENV, copy_workflow
 
 pytestmark = pytest.mark.workflow
 CONFIG = "tests/configs/slurm.yaml"
@@ -114,10 +114,10 @@ def test_gpu_rule_requests_a_gpu_and_retries_scale_memory_and_time(tmp_path, fak
     # by the plugin from a partition-limits file (SNAKEMAKE_SLURM_PARTITIONS).
     config = base_config()
     config["presets"]["t"]["device"] = "cuda"
-    config["resources"] = {"lm": {"mem_mb": 3000, "runtime": 45, "threads": 2}}
+    config["resources"] = {"train_lm": {"mem_mb": 3000, "runtime": 45, "threads": 2}}
     partitions = tmp_path / "partitions.yaml"
     partitions.write_text(yaml.safe_dump(PARTITIONS))
-    calls, out = sbatch_calls(tmp_path / "wd", fake_bin, config, "lm",
+    calls, out = sbatch_calls(tmp_path / "wd", fake_bin, config, "train_lm",
                               env={"SAEFLOW_SLURM_ACCOUNT": "proj_x", "SNAKEMAKE_SLURM_PARTITIONS": str(partitions)})
     assert len(calls) == 3, out[-3000:]  # restart-times: 2 -> three attempts
     for attempt, call in enumerate(calls, start=1):
@@ -148,7 +148,7 @@ def test_cpu_rule_requests_no_gpu(tmp_path, fake_bin):
     assert not any(k.startswith(("--gpus", "--gres", "--ntasks-per-gpu", "--cpus-per-gpu")) for k in call)
     assert call["--ntasks"] == "1" and call["--cpus-per-task"] == "1"
     assert call["-p"] == "short" and "-A" not in call
-    assert call["--mem"] == "4000" and call["-t"] == "30"  # saeflow.plan defaults for geometry
+    assert call["--mem"] == "4000" and call["-t"] == "30"  # saeflow.workflow.plan defaults for geometry
     assert call["--comment"].startswith("rule_geometry_wildcards_")
 
 
@@ -176,7 +176,7 @@ def test_personal_profile_layered_on_top(tmp_path, fake_bin):
     (mine / "config.yaml").write_text(yaml.safe_dump({
         "default-resources": {"slurm_partition": "'long'", "slurm_account": "'proj_x'"},
         "slurm-qos": "normal", "restart-times": 1}))
-    calls, out = sbatch_calls(tmp_path / "wd", fake_bin, base_config(), "entropy",
+    calls, out = sbatch_calls(tmp_path / "wd", fake_bin, base_config(), "entropy_vs_depth",
                               extra_args=("--profile", str(mine)))
     assert len(calls) == 2, out[-3000:]
     for attempt, call in enumerate(calls, start=1):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from saeflow import store
+from saeflow.workflow import store
 
 NODE = {"key": "k" * 20, "step": "s", "params": {"p": 1}, "upstream": {}, "inputs": {}, "labels": {}}
 
@@ -99,7 +99,7 @@ def test_key_lock_is_exclusive_across_processes(tmp_path):
     import sys
 
     final = tmp_path / "s" / NODE["key"]
-    code = ("import sys; from saeflow import store\n"
+    code = ("import sys; from saeflow.workflow import store\n"
             f"with store.key_lock({str(final)!r}, blocking=False) as got: print(got)")
     with store.key_lock(final) as held:
         assert held
@@ -144,8 +144,8 @@ def test_dependents_follow_manifests(tmp_path):
 def test_require_finite():
     import numpy as np
 
-    from saeflow import quality
+    from saeflow import tensors
 
-    quality.require_finite({"a": 1.0, "b": np.arange(3)}, "x")
+    tensors.require_finite({"a": 1.0, "b": np.arange(3)}, "x")
     with pytest.raises(FloatingPointError, match=r"x: non-finite fvu = nan, H \(1 of 3 non-finite\)"):
-        quality.require_finite({"fvu": float("nan"), "H": [0.0, np.inf, 1.0]}, "x")
+        tensors.require_finite({"fvu": float("nan"), "H": [0.0, np.inf, 1.0]}, "x")

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from saeflow import keys, store, sync
+from saeflow.hub import remotes, sync
+from saeflow.workflow import keys, store
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hub_server import HubServer  # noqa: E402
@@ -66,7 +67,7 @@ def data(tmp_path) -> dict:
                                                                  "extra/merges.txt": b"a b\nc d\n"}),
         "windows": make_artefact(st, "windows", {"ctx": 24}, {"windows.safetensors": binary(20000, 2),
                                                               "sub/stats.json": b"{}\n"}),
-        "dict": make_artefact(st, "dict", {"k": 8}, {"sae/cfg.json": b'{"d": 32}\n',
+        "train_dict": make_artefact(st, "train_dict", {"k": 8}, {"sae/cfg.json": b'{"d": 32}\n',
                                                      "sae/sae_weights.safetensors": binary(7000, 3)}),
     }
     published = {
@@ -99,7 +100,7 @@ def artefact_paths(files, step, key) -> list[str]:
 
 # ---- remotes -----------------------------------------------------------------------------------------
 
-class FlakyDirRemote(sync.LocalDirRemote):
+class FlakyDirRemote(remotes.LocalDirRemote):
     """A directory remote whose uploads fail after `fail_after` successful batches (None: never)."""
 
     fail_after: int | None = None
@@ -154,7 +155,7 @@ class HubCase:
         self.remote = self.new_remote()
 
     def new_remote(self):
-        return sync.HubRemote(REPO, token=TOKEN, endpoint=self.server.endpoint, use_xet=False)
+        return remotes.HubRemote(REPO, token=TOKEN, endpoint=self.server.endpoint, use_xet=False)
 
     def files(self) -> dict[str, bytes]:
         if ("dataset", REPO) not in self.server.repos:
@@ -355,7 +356,7 @@ def test_pull_into_fresh_dir_verifies(case, data, tmp_path):
 
 
 def test_pull_published_keeps_local_changes(data, tmp_path):
-    remote = sync.LocalDirRemote(tmp_path / "remote")
+    remote = remotes.LocalDirRemote(tmp_path / "remote")
     sync.push(data["dir"], remote)
     fresh = tmp_path / "fresh"
     sync.pull(fresh, remote, keys=[], published=True)
@@ -396,11 +397,11 @@ def test_corrupted_remote_file_is_rejected(case, data, tmp_path):
 def test_tampered_remote_files_are_rejected(hub, data, tmp_path):
     c = HubCase(hub)
     sync.push(data["dir"], c.remote)
-    wkey, dkey, ckey = data["arts"]["windows"], data["arts"]["dict"], data["arts"]["corpus"]
+    wkey, dkey, ckey = data["arts"]["windows"], data["arts"]["train_dict"], data["arts"]["corpus"]
     # New bytes committed through the API: the listing agrees with them, the manifest does not.
     hub.corrupt(REPO, f"data/store/windows/{wkey}/windows.safetensors", keep_metadata=False)
     # A manifest edited to match different content no longer hashes to its key.
-    mpath = f"data/store/dict/{dkey}/manifest.json"
+    mpath = f"data/store/train_dict/{dkey}/manifest.json"
     m = json.loads(hub.files(REPO)[mpath])
     m["params"]["k"] = 16
     hub.put_files(REPO, {mpath: json.dumps(m).encode()})
@@ -408,8 +409,8 @@ def test_tampered_remote_files_are_rejected(hub, data, tmp_path):
     hub.corrupt(REPO, f"data/store/corpus/{ckey}/info.json", data=b'{"a": 2}\n')
     fresh = tmp_path / "fresh"
     rep = sync.pull(fresh, c.new_remote())
-    assert sorted(rep.rejected) == sorted([f"store/windows/{wkey}", f"store/dict/{dkey}", f"store/corpus/{ckey}"])
-    assert "hash to its key" in rep.rejected[f"store/dict/{dkey}"]
+    assert sorted(rep.rejected) == sorted([f"store/windows/{wkey}", f"store/train_dict/{dkey}", f"store/corpus/{ckey}"])
+    assert "hash to its key" in rep.rejected[f"store/train_dict/{dkey}"]
     assert rep.pulled == [f"store/tokenizer/{data['arts']['tokenizer']}"]
     no_temp_left(fresh)
     assert [p.name for p in store.iter_artefacts(fresh / "store")] == [data["arts"]["tokenizer"]]
@@ -468,13 +469,13 @@ def test_pickles_from_the_remote_are_never_loaded(hub, data, tmp_path):
     # (a) an unlisted pickle planted in a valid artefact: never downloaded
     tkey = data["arts"]["tokenizer"]
     # (b) an artefact whose own manifest lists a .pt pickle: rejected whole
-    pt_key = make_artefact(st, "lm", {"evil": 1}, {"model.pt": payload, "cfg.json": b"{}\n"})
+    pt_key = make_artefact(st, "train_lm", {"evil": 1}, {"model.pt": payload, "cfg.json": b"{}\n"})
     # (c) pickles disguised as safetensors / npz / parquet, listed in a self-consistent manifest: installed as
     #     bytes, and the project's loaders refuse them without unpickling
     dis_key = make_artefact(st, "windows", {"evil": 2}, {"windows.safetensors": payload, "x.npz": payload,
                                                          "t.parquet": payload})
     planted = {f"data/store/tokenizer/{tkey}/evil.pkl": payload}
-    for step, key in (("lm", pt_key), ("windows", dis_key)):
+    for step, key in (("train_lm", pt_key), ("windows", dis_key)):
         for p in (st / step / key).iterdir():
             if not p.name.startswith("."):
                 planted[f"data/store/{step}/{key}/{p.name}"] = p.read_bytes()
@@ -484,7 +485,7 @@ def test_pickles_from_the_remote_are_never_loaded(hub, data, tmp_path):
     rep = sync.pull(fresh, c.new_remote())
     assert list(rep.ignored) == [f"data/store/tokenizer/{tkey}/evil.pkl"] and "not listed" in str(rep.ignored)
     assert not (fresh / "store/tokenizer" / tkey / "evil.pkl").exists()
-    assert "pickle" in rep.rejected[f"store/lm/{pt_key}"] and not (fresh / "store/lm" / pt_key).exists()
+    assert "pickle" in rep.rejected[f"store/train_lm/{pt_key}"] and not (fresh / "store/train_lm" / pt_key).exists()
     art = fresh / "store/windows" / dis_key
     assert store.verify_artefact(art) == []
     assert hashlib.sha256((art / "windows.safetensors").read_bytes()).hexdigest() == hashlib.sha256(payload).hexdigest()
@@ -601,7 +602,7 @@ def test_cli_token_never_printed(hub, data, tmp_path):
         if p.is_file():
             assert TOKEN.encode() not in p.read_bytes(), p
     assert TOKEN not in repr(hub.requests)
-    remote = sync.HubRemote(REPO, token=TOKEN)
+    remote = remotes.HubRemote(REPO, token=TOKEN)
     assert TOKEN not in repr(remote) and TOKEN not in remote.describe()
 
 
@@ -707,8 +708,8 @@ def test_sync_push_rule(built, hub, tmp_path):
     wd, targets = built
     # What the Snakefile and the schema get (idempotent: a no-op once they have it).
     snakefile = wd / "Snakefile"
-    if 'include: "rules/sync.smk"' not in snakefile.read_text():
-        snakefile.write_text(snakefile.read_text() + '\n\ninclude: "rules/sync.smk"\n')
+    if 'include: "rules/hub.smk"' not in snakefile.read_text():
+        snakefile.write_text(snakefile.read_text() + '\n\ninclude: "rules/hub.smk"\n')
     schema_path = wd / "config/schema.yaml"
     schema = yaml.safe_load(schema_path.read_text())
     schema["properties"].setdefault("sync", SYNC_SCHEMA)

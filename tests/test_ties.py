@@ -1,7 +1,6 @@
 """The tie-tolerant set comparisons of tests/ties.py accept boundary ties and nothing else."""
 import numpy as np
 import pytest
-
 from ties import assert_same_active_codes, matched_latents
 
 

@@ -1,12 +1,12 @@
-"""Tests of saeflow.tokenizer: a byte-level BPE trained on the synthetic corpus, saved and loaded back."""
+"""Tests of saeflow.data.tokenizer: a byte-level BPE trained on the synthetic corpus, saved and loaded back."""
 
 import math
 
 import numpy as np
 import pytest
 
-from saeflow import corpus
-from saeflow import tokenizer as T
+from saeflow.data import corpus
+from saeflow.data import tokenizer as T
 
 
 @pytest.fixture(scope="module")

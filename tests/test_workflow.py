@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from saeflow import store
+from saeflow.workflow import store
 
 pytestmark = pytest.mark.workflow
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,10 +101,10 @@ def wd(tmp_path_factory):
 def test_full_dag_runs_figure_exists_manifests_verify(wd):
     assert (wd / "figures/recon_summary.png").stat().st_size > 10_000
     arts = list(store.iter_artefacts(wd / "data/store"))
-    assert {a.parent.name for a in arts} == {"corpus", "tokenizer", "windows", "lm", "cache", "dict", "recon",
-                                             "recon_summary", "entropy", "ctxlen_sweep", "events", "h_pos",
+    assert {a.parent.name for a in arts} == {"corpus", "tokenizer", "windows", "train_lm", "cache_activations", "train_dict", "recon",
+                                             "recon_summary", "entropy_vs_depth", "ctxlen_sweep", "top_contexts", "h_pos",
                                              "locality_plots", "entropy_grid", "probe", "autocorr", "geometry",
-                                             "eval_plots", "publish", "card"}
+                                             "eval_plots", "publish", "dataset_card"}
     for fig in ("recon_summary.png", "entropy_vs_depth_grid.png", "entropy_vs_depth__t__synthetic.png",
                 "probe__t__synthetic.png", "autocorr__t__synthetic.png", "geometry__t__synthetic.png"):
         assert (wd / "figures" / fig).stat().st_size > 10_000
@@ -115,7 +115,7 @@ def test_full_dag_runs_figure_exists_manifests_verify(wd):
     assert len(list((wd / "data/logs").rglob("*.log"))) >= len(arts)
     assert len(list((wd / "data/benchmarks").rglob("*.tsv"))) >= len(arts)
     # The fidelity check of sparsify -> sae-lens conversions is recorded and passed.
-    for d in (wd / "data/store/dict").iterdir():
+    for d in (wd / "data/store/train_dict").iterdir():
         m = store.read_manifest(d)
         if m["params"]["kind"].startswith("sparsify"):
             assert m["fidelity"]["passed"] and m["fidelity"]["n_differing_tokens"] == 0 and "n_tied_tokens" in m["fidelity"]
@@ -155,7 +155,7 @@ def test_touch_everything_does_nothing(wd):
     # script, module and config newer still (all in the past: outputs written later must be newer,
     # or Snakemake reports clock skew).
     t = time.time() - 1000
-    order = ["export", "recon_summary", "recon", "dict", "cache", "lm", "windows", "tokenizer", "corpus"]
+    order = ["export", "recon_summary", "recon", "train_dict", "cache_activations", "train_lm", "windows", "tokenizer", "corpus"]
     for i, step in enumerate(order):
         for p in [*(wd / "data/store" / step).rglob("*"), wd / "data/store" / step]:
             if p.exists():
@@ -186,11 +186,11 @@ def test_edit_recon_script_reruns_only_recon_and_descendants(wd):
 
 
 def test_edit_module_only_recon_imports(wd):
-    module = wd / "src/saeflow/recon.py"
+    module = wd / "src/saeflow/evals/recon.py"
     original = module.read_text()
     module.write_text(original + "\n_EDITED = True\n")
     assert planned(wd) == RECON_DOWN
-    assert saeflow_status(wd).count("code changed: saeflow.recon") == 3
+    assert saeflow_status(wd).count("code changed: saeflow.evals.recon") == 3
     module.write_text(original)
     assert planned(wd) == {}
 
@@ -203,12 +203,15 @@ def test_edit_probe_script_reruns_only_probe_and_its_figures(wd):
 
 
 def test_plotting_fix_reruns_no_computation(wd):
-    assert plans_after_edit(wd, "src/saeflow/influence_figures.py", "\n_PLOT_FIX = 1\n") == {
+    assert plans_after_edit(wd, "src/saeflow/report/entropy_figures.py", "\n_PLOT_FIX = 1\n") == {
         "locality_plots": 1, "entropy_grid": 1, **PUBLISH, "export": 5, "all": 1}
+    # The probe figure lives in saeflow.report (not beside the metric): fixing it reruns the plots, not the probe.
+    assert plans_after_edit(wd, "src/saeflow/report/eval_figures.py", "\n_PLOT_FIX = 1\n") == {
+        "eval_plots": 1, **PUBLISH, "export": 7, "all": 1}
 
 
 def test_comment_only_edit_of_module_every_step_imports(wd):
-    module = wd / "src/saeflow/store.py"
+    module = wd / "src/saeflow/workflow/store.py"
     original = module.read_text()
     edited = '"""A rewritten module docstring."""\n# a new comment\n' + original.split('"""', 2)[2]
     module.write_text(edited.replace("def sha256_file(", "\n\n# why: nothing\ndef sha256_file(") + "\n\n")
@@ -257,18 +260,18 @@ def test_sigkill_mid_job_leaves_nothing_complete_and_recovery_finishes_everythin
     try:
         todo = planned(wd)
         assert todo["train_dict"] == 1 and sum(todo.values()) > 15
-        before = {p.name for p in (wd / "data/store/dict").iterdir()}
+        before = {p.name for p in (wd / "data/store/train_dict").iterdir()}
         proc = subprocess.Popen([*SNAKEMAKE, "--cores", "1"], cwd=wd, env=ENV, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
-        logs_before = set((wd / "data/logs/dict").iterdir())
+        logs_before = set((wd / "data/logs/train_dict").iterdir())
         deadline = time.time() + 120
-        while time.time() < deadline and not set((wd / "data/logs/dict").iterdir()) - logs_before:
+        while time.time() < deadline and not set((wd / "data/logs/train_dict").iterdir()) - logs_before:
             time.sleep(0.2)
-        assert set((wd / "data/logs/dict").iterdir()) - logs_before, "the train_dict job never started"
+        assert set((wd / "data/logs/train_dict").iterdir()) - logs_before, "the train_dict job never started"
         time.sleep(3.0)  # mid-training
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        new = {p.name for p in (wd / "data/store/dict").iterdir() if store.is_complete(p)} - before
+        new = {p.name for p in (wd / "data/store/train_dict").iterdir() if store.is_complete(p)} - before
         assert new == set(), "a killed job left a complete-looking artefact"
         assert planned(wd) == todo
         # The documented recovery: a SIGKILLed Snakemake cannot remove its lock.
@@ -277,7 +280,7 @@ def test_sigkill_mid_job_leaves_nothing_complete_and_recovery_finishes_everythin
         done = re.findall(r"(\d+) of (\d+) steps \(100%\) done", res.stdout + res.stderr)
         assert done and done[-1][0] == done[-1][1] == str(sum(todo.values())), (res.stdout + res.stderr)[-2000:]
         assert planned(wd) == {}
-        m = [store.read_manifest(d) for d in (wd / "data/store/dict").iterdir()
+        m = [store.read_manifest(d) for d in (wd / "data/store/train_dict").iterdir()
              if store.is_complete(d) and d.name not in before]
         assert len(m) == 1 and m[0]["params"]["train_tokens"] == 40960
         assert store.verify_store(wd / "data/store") == {}

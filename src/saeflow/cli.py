@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
-
-from saeflow import config as cfg
-from saeflow import store
-from saeflow.plan import Plan, build_plan
+from saeflow.workflow import config as cfg
+from saeflow.workflow import store
+from saeflow.workflow.plan import Plan, build_plan
 
 
 def load_plan(configfiles: list[str], workdir: Path) -> Plan:
@@ -154,7 +152,7 @@ def verify_command(args) -> int:
     With --remove: delete the corrupt artefacts, every artefact that depends on them, the published runs
     built on them, exported figures copied from them and the temporary directories of dead jobs (never a
     live job's: its key lock is held); the next `snakemake` rebuilds exactly what was removed."""
-    from saeflow import publish
+    from saeflow.report import publish
 
     root = Path(args.store)
     if not root.is_dir():
@@ -229,7 +227,7 @@ def sync_command(args) -> int:
     that leaves this function has it masked."""
     import os
 
-    from saeflow import sync
+    from saeflow.hub import remotes, sync
 
     token = os.environ.get(args.token_env) or None
 
@@ -240,10 +238,10 @@ def sync_command(args) -> int:
         print(clean(msg), file=sys.stderr if err else sys.stdout, flush=True)
 
     if args.remote_dir:
-        remote = sync.LocalDirRemote(args.remote_dir)
+        remote = remotes.LocalDirRemote(args.remote_dir)
     else:
         private = True if getattr(args, "private", False) else None
-        remote = sync.HubRemote(args.repo, token=token, revision=args.revision,
+        remote = remotes.HubRemote(args.repo, token=token, revision=args.revision,
                                 use_xet=False if args.no_xet else None, private=private)
     try:
         if args.sync_cmd == "push":

@@ -5,8 +5,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from saeflow import activations, autocorr, jobs, locality, store
+from saeflow.data import activations
+from saeflow.evals import autocorr, locality
 from saeflow.tensors import to_numpy
+from saeflow.workflow import jobs, store
 
 node, inputs, out = jobs.start(snakemake)  # noqa: F821
 p = node["params"]

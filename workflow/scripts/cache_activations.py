@@ -1,7 +1,9 @@
 """Rule cache: one forward per batch over the training windows, every site of the preset cached."""
 from safetensors.numpy import load_file
 
-from saeflow import activations, jobs, lm, store
+from saeflow.data import activations
+from saeflow.models import lm
+from saeflow.workflow import jobs, store
 
 node, inputs, out = jobs.start(snakemake)  # noqa: F821
 p = node["params"]

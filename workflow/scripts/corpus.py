@@ -1,7 +1,8 @@
 """Rule corpus: materialise one dataset's documents as Parquet (doc_id, source, text, label)."""
 import pandas as pd
 
-from saeflow import corpus, jobs, store
+from saeflow.data import corpus
+from saeflow.workflow import jobs, store
 
 node, inputs, out = jobs.start(snakemake)  # noqa: F821 (injected by Snakemake)
 p = node["params"]

@@ -2,7 +2,8 @@
 and the runs of this plan; exported to data/README.md."""
 from pathlib import Path
 
-from saeflow import jobs, publish, store
+from saeflow.report import publish
+from saeflow.workflow import jobs, store
 
 node, inputs, out = jobs.start(snakemake)  # noqa: F821
 p = node["params"]

@@ -1,8 +1,9 @@
 """Rule entropy_grid: the cross-model grid of entropy vs depth (one panel per preset, datasets side by side)."""
 import pandas as pd
 
-from saeflow import influence_figures as figs
-from saeflow import jobs, locality, store
+from saeflow.evals import locality
+from saeflow.report import entropy_figures
+from saeflow.workflow import jobs, store
 
 node, inputs, out = jobs.start(snakemake)  # noqa: F821
 per_latent, token, ctx_len = [], [], {}
@@ -23,5 +24,5 @@ per_latent, token = pd.concat(per_latent, ignore_index=True), pd.concat(token, i
 with store.write_artefact(out, node) as art:
     per_latent.to_parquet(art.path("per_latent_mean_entropy.parquet"), index=False)
     token.to_parquet(art.path("token_vector_entropy.parquet"), index=False)
-    figs.entropy_grid_figure(per_latent, token, art.path("entropy_vs_depth_grid.png"), kind=node["params"]["kind"],
+    entropy_figures.entropy_grid_figure(per_latent, token, art.path("entropy_vs_depth_grid.png"), kind=node["params"]["kind"],
                              ctx_len=ctx_len)

@@ -8,7 +8,9 @@ import json
 
 from safetensors.numpy import save_file
 
-from saeflow import jobs, locality, quality, store
+from saeflow import tensors
+from saeflow.evals import locality
+from saeflow.workflow import jobs, store
 
 node, inputs, out = jobs.start(snakemake)  # noqa: F821
 p = node["params"]
@@ -19,7 +21,7 @@ res = locality.entropy_vs_depth(model, win["eval_tokens"], win["eval_start_idx"]
 with store.write_artefact(out, node, device=device) as art:
     summary = {}
     for L, r in res.items():
-        quality.require_finite({"entropy": r["features"]["entropy"], "activation": r["features"]["activation"],
+        tensors.require_finite({"entropy": r["features"]["entropy"], "activation": r["features"]["activation"],
                                 "token_vector_entropy": r["windows"]["token_vector_entropy"].dropna(),
                                 **r["arrays"]}, f"entropy vs depth, layer {L}")
         stem = f"entropy_comparison_{p['site']}_layer{L}"

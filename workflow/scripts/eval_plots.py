@@ -1,7 +1,8 @@
 """Rule eval_plots: the figures of probing, autocorrelation and geometry of one (preset, dataset)."""
 import pandas as pd
 
-from saeflow import autocorr, geometry, jobs, probe, store
+from saeflow.report import eval_figures
+from saeflow.workflow import jobs, store
 
 node, inputs, out = jobs.start(snakemake)  # noqa: F821
 lab = node["labels"]
@@ -11,7 +12,7 @@ with store.write_artefact(out, node) as art:
         df = pd.read_parquet(inputs["probe"] / "probe.parquet")
         # One curve per (layer, dictionary): the task column carries it, so the legend says which.
         df = df.assign(task=df["task"] + ", L" + df["layer"].astype(str) + " " + df["dictionary"])
-        probe.probe_figure(df, art.path(f"probe__{lab['preset']}__{lab['dataset']}.png"),
+        eval_figures.probe_figure(df, art.path(f"probe__{lab['preset']}__{lab['dataset']}.png"),
                            f"Sparse probing, SAE latents vs residual baseline: {where}")
     if "autocorr" in inputs:
         m = store.read_manifest(inputs["autocorr"])
@@ -21,9 +22,9 @@ with store.write_artefact(out, node) as art:
             rho = curves.pivot(index="feature_id", columns="lag", values="rho")
             name = f"autocorr__{lab['preset']}__{lab['dataset']}.png" if i == len(m["params"]["layers"]) - 1 \
                 else f"autocorr_layer{L}.png"
-            autocorr.autocorr_figure(rho.to_numpy(), list(range(len(rho))), art.path(name),
+            eval_figures.autocorr_figure(rho.to_numpy(), list(range(len(rho))), art.path(name),
                                      f"Activation autocorrelation, layer {L}: {where}")
-            autocorr.autocorr_vs_entropy_figure(pd.read_csv(d / "feature_summary.csv"),
+            eval_figures.autocorr_vs_entropy_figure(pd.read_csv(d / "feature_summary.csv"),
                                                 art.path(f"autocorr_vs_h_pos_layer{L}.png"),
                                                 f"Autocorrelation length vs H_pos, layer {L}: {where}")
     if "geometry" in inputs:
@@ -32,5 +33,5 @@ with store.write_artefact(out, node) as art:
             d = inputs["geometry"] / f"layer{L}"
             name = f"geometry__{lab['preset']}__{lab['dataset']}.png" if i == len(m["params"]["layers"]) - 1 \
                 else f"geometry_layer{L}.png"
-            geometry.geometry_figure(pd.read_parquet(d / "pairwise.parquet"), store.read_json(d / "manifest.json"),
+            eval_figures.geometry_figure(pd.read_parquet(d / "pairwise.parquet"), store.read_json(d / "manifest.json"),
                                      art.path(name), f"Decoder cosine vs |dH_pos|, layer {L}: {where}")

@@ -3,7 +3,7 @@ the file against the artefact's manifest, so an export is always a verified copy
 import sys
 from pathlib import Path
 
-from saeflow import store
+from saeflow.workflow import store
 
 sys.stdout = sys.stderr = open(snakemake.log[0], "w")  # noqa: F821 (injected by Snakemake)
 source = Path(snakemake.input[0]).parent  # noqa: F821  <store>/<step>/<key>

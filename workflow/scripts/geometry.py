@@ -3,8 +3,9 @@ seeded permutation null; the seed card's feature_geometry_vs_entropy files, per 
 import numpy as np
 import pandas as pd
 
-from saeflow import geometry, jobs, locality, store
+from saeflow.evals import geometry, locality
 from saeflow.tensors import to_numpy
+from saeflow.workflow import jobs, store
 
 node, inputs, out = jobs.start(snakemake)  # noqa: F821
 p = node["params"]

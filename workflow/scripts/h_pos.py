@@ -11,7 +11,9 @@ import json
 import numpy as np
 import pandas as pd
 
-from saeflow import jobs, locality, quality, store
+from saeflow import tensors
+from saeflow.evals import locality
+from saeflow.workflow import jobs, store
 
 node, inputs, out = jobs.start(snakemake)  # noqa: F821
 p = node["params"]
@@ -31,7 +33,7 @@ with store.write_artefact(out, node, device=device) as art:
         results = locality.h_pos(model, tokens, events, spec, L, p["ctx_lens"], bos, p["threshold"])
         for N, (rows, infl) in results.items():
             ok = rows["status"] == "ok"
-            quality.require_finite({"H_pos": rows.loc[ok, "H_pos"], "sum_J": rows.loc[ok, "sum_J"]},
+            tensors.require_finite({"H_pos": rows.loc[ok, "H_pos"], "sum_J": rows.loc[ok, "sum_J"]},
                                    f"h_pos layer {L} ctx {N}")
             if kinds is not None:
                 rows["kind"] = [kinds.get(int(t), "other") for t in rows["peak_token"]]

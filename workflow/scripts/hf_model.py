@@ -1,10 +1,11 @@
 """Rule hf_model: resolve the preset's Hugging Face model (config.json at the pinned revision, or the local
 copy), check its shape against the config, and write `model/source.json`, from which every downstream job
-loads it through TransformerLens (saeflow.lm.load_model -> saeflow.hf.load_hooked). No weights are copied."""
+loads it through TransformerLens (saeflow.models.lm.load_model -> saeflow.models.hf.load_hooked). No weights are copied."""
 import json
 from pathlib import Path
 
-from saeflow import hf, jobs, lm, store
+from saeflow.models import hf, lm
+from saeflow.workflow import jobs, store
 
 node, inputs, out = jobs.start(snakemake)  # noqa: F821
 p = {k: v for k, v in node["params"].items() if k != "source"}

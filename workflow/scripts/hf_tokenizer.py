@@ -1,6 +1,7 @@
 """Rule hf_tokenizer: the preset's Hugging Face tokenizer at its pinned revision (or local copy), saved with
-save_pretrained; records the token every window starts with (saeflow.hf.bos_id)."""
-from saeflow import hf, jobs, lm, store
+save_pretrained; records the token every window starts with (saeflow.models.hf.bos_id)."""
+from saeflow.models import hf, lm
+from saeflow.workflow import jobs, store
 
 node, inputs, out = jobs.start(snakemake)  # noqa: F821
 p = node["params"]

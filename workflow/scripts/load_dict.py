@@ -1,6 +1,9 @@
 """Rule load_dict (step `pretrained`): load a pretrained dictionary with its format's own loader, convert it
 to sae-lens format, and check encode fidelity on this preset's cached activations (a failure fails the job)."""
-from saeflow import activations, dictionary, hf, jobs, pretrained, quality, store
+from saeflow.data import activations
+from saeflow.dictionaries import formats, pretrained, quality
+from saeflow.models import hf
+from saeflow.workflow import jobs, store
 
 node, inputs, out = jobs.start(snakemake)  # noqa: F821
 p = node["params"]
@@ -12,7 +15,7 @@ with store.write_artefact(out, node, device=jobs.device_of(node)) as art:
     if facts["d_in"] != p["d_in"]:
         raise ValueError(f"dictionary {pretrained.dict_id(spec, p['layer'])} of {spec['release']} reads d_in={facts['d_in']}, "
                          f"but the preset's model.d_model is {p['d_in']}")
-    sae = dictionary.load_saelens(res["saelens_dir"])
+    sae = formats.load_saelens(res["saelens_dir"])
     if p["model_processing"]:  # a sae-lens dictionary names the TransformerLens processing it was trained on
         kwargs = getattr(sae.cfg.metadata, "model_from_pretrained_kwargs", None)
         trained_on = hf.processing_for_saelens_kwargs(kwargs)

@@ -1,8 +1,8 @@
 """Rule locality_plots: every figure of one (preset, dataset)'s locality analyses (no computation)."""
 import pandas as pd
 
-from saeflow import influence_figures as figs
-from saeflow import jobs, store
+from saeflow.report import entropy_figures, h_pos_figures
+from saeflow.workflow import jobs, store
 
 node, inputs, out = jobs.start(snakemake)  # noqa: F821
 ent = store.read_manifest(inputs["entropy"])
@@ -17,13 +17,13 @@ for L in layers:
 features, windows = pd.concat(features, ignore_index=True), pd.concat(windows, ignore_index=True)
 hp = store.read_manifest(inputs["h_pos"])
 with store.write_artefact(out, node) as art:
-    figs.entropy_depth_figure(features, windows, ctx_len, f"{lab['preset']} / {lab['dataset']} ({site}, "
+    entropy_figures.entropy_depth_figure(features, windows, ctx_len, f"{lab['preset']} / {lab['dataset']} ({site}, "
                               f"dictionary {lab['dictionary']})",
                               art.path(f"entropy_vs_depth__{lab['preset']}__{lab['dataset']}.png"))
     for L in layers:
         d = art.path(f"entropy_plots_{site}_layer{L}/x").parent
-        figs.layer_entropy_plots(features[features.layer == L], windows[windows.layer == L], L, d)
-    figs.ctxlen_sweep_figure(pd.read_parquet(inputs["sweep"] / "entropy_vs_context_len.parquet"),
+        entropy_figures.layer_entropy_plots(features[features.layer == L], windows[windows.layer == L], L, d)
+    entropy_figures.ctxlen_sweep_figure(pd.read_parquet(inputs["sweep"] / "entropy_vs_context_len.parquet"),
                              pd.read_parquet(inputs["sweep"] / "token_vector_vs_context_len.parquet"),
                              art.path("entropy_vs_context_len.png"),
                              f"Context-length sweep: {lab['preset']} / {lab['dataset']}")
@@ -32,11 +32,11 @@ with store.write_artefact(out, node) as art:
         by_ctx = []
         for N in hp["params"]["ctx_lens"]:
             rows = pd.read_parquet(inputs["h_pos"] / f"layer{L}/ctx{N}.parquet")
-            figs.h_pos_overview(rows, N, art.path(f"h_pos_layer{L}/h_pos_overview_ctx{N}.png"))
+            h_pos_figures.h_pos_overview(rows, N, art.path(f"h_pos_layer{L}/h_pos_overview_ctx{N}.png"))
             by_ctx.append(rows.assign(ctx=N))
-        figs.h_pos_vs_ctxlen(pd.concat(by_ctx, ignore_index=True), art.path(f"h_pos_layer{L}/h_pos_vs_ctxlen.png"))
+        h_pos_figures.h_pos_vs_ctxlen(pd.concat(by_ctx, ignore_index=True), art.path(f"h_pos_layer{L}/h_pos_vs_ctxlen.png"))
         N = max(hp["params"]["ctx_lens"])
         if f"layer{L}_ctx{N}" in truth:
             t = truth[f"layer{L}_ctx{N}"]
-            figs.ground_truth_figure(pd.DataFrame(t["per_latent"]), art.path(f"h_pos_layer{L}/ground_truth_ctx{N}.png"),
+            h_pos_figures.ground_truth_figure(pd.DataFrame(t["per_latent"]), art.path(f"h_pos_layer{L}/ground_truth_ctx{N}.png"),
                                      {k: v for k, v in t.items() if k != "per_latent"})

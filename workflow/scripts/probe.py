@@ -7,7 +7,11 @@ import numpy as np
 import pandas as pd
 from safetensors.numpy import load_file
 
-from saeflow import activations, jobs, lm, locality, probe, quality, store
+from saeflow import tensors
+from saeflow.data import activations
+from saeflow.evals import locality, probe
+from saeflow.models import lm
+from saeflow.workflow import jobs, store
 
 node, inputs, out = jobs.start(snakemake)  # noqa: F821
 p = node["params"]
@@ -30,7 +34,7 @@ for (L, d), s in specs.items():
                               ks=p["ks"], n_resamples=p["n_resamples"], seed=p["seed"])
     rows.append(df.assign(layer=L, dictionary=d, task=f"{node['labels']['dataset']}: label {task['positive']} vs {task['negative']}"))
 result = pd.concat(rows, ignore_index=True)
-quality.require_finite({c: result[c] for c in ("acc_sae", "acc_raw", "diff", "diff_lo", "diff_hi")}, "sparse probing")
+tensors.require_finite({c: result[c] for c in ("acc_sae", "acc_raw", "diff", "diff_lo", "diff_hi")}, "sparse probing")
 with store.write_artefact(out, node, device=device) as art:
     result.to_parquet(art.path("probe.parquet"), index=False)
     result.to_csv(art.path("probe.csv"), index=False)

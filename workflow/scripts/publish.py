@@ -1,8 +1,9 @@
 """Rule publish: the layout, run_config.json and bench.json of one (preset, dataset) run of the published
-tree (saeflow.publish); the `publish_run` export then materialises data/<preset>/<dataset>/<timestamp>/."""
+tree (saeflow.report.publish); the `publish_run` export then materialises data/<preset>/<dataset>/<timestamp>/."""
 import socket
 
-from saeflow import jobs, publish, store
+from saeflow.report import publish
+from saeflow.workflow import jobs, store
 
 node, inputs, out = jobs.start(snakemake)  # noqa: F821
 p = node["params"]

@@ -3,7 +3,8 @@ and write its marker last, so an interrupted export leaves no marker."""
 import sys
 from pathlib import Path
 
-from saeflow import publish, store
+from saeflow.report import publish
+from saeflow.workflow import store
 
 log = open(snakemake.log[0], "w")  # noqa: F821
 sys.stdout = sys.stderr = log

@@ -1,7 +1,8 @@
 """Rule recon_summary: one table of every recon node's headline numbers, and the summary figure."""
 import pandas as pd
 
-from saeflow import figures, jobs, store
+from saeflow.report import recon_figures
+from saeflow.workflow import jobs, store
 
 node, inputs, out = jobs.start(snakemake)  # noqa: F821
 rows = []
@@ -17,5 +18,5 @@ df = pd.DataFrame(rows).sort_values(["preset", "dataset", "dictionary", "layer"]
 with store.write_artefact(out, node) as art:
     df.to_parquet(art.path("recon_summary.parquet"), index=False)
     df.to_csv(art.path("recon_summary.csv"), index=False)
-    figures.recon_summary_figure(df, art.path("recon_summary.png"))
+    recon_figures.recon_summary_figure(df, art.path("recon_summary.png"))
 print(df.to_string())

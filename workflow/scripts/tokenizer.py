@@ -1,7 +1,8 @@
 """Rule tokenizer: byte-level BPE trained on the preset's training corpus."""
 import pandas as pd
 
-from saeflow import jobs, store, tokenizer
+from saeflow.data import tokenizer
+from saeflow.workflow import jobs, store
 
 node, inputs, out = jobs.start(snakemake)  # noqa: F821
 texts = pd.read_parquet(inputs["corpus"] / "docs.parquet")["text"].tolist()

@@ -1,7 +1,9 @@
 """Rule events: top-activating events per latent (at most one per window) from the cached activations."""
 import torch
 
-from saeflow import activations, jobs, locality, store
+from saeflow.data import activations
+from saeflow.evals import locality
+from saeflow.workflow import jobs, store
 
 node, inputs, out = jobs.start(snakemake)  # noqa: F821
 p = node["params"]

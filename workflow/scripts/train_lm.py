@@ -6,7 +6,9 @@ import pandas as pd
 import torch
 from safetensors.numpy import load_file
 
-from saeflow import jobs, lm, quality, store
+from saeflow import tensors
+from saeflow.models import lm
+from saeflow.workflow import jobs, store
 
 node, inputs, out = jobs.start(snakemake)  # noqa: F821
 p = node["params"]
@@ -20,7 +22,7 @@ eval_bits = curve[-1]["eval_loss"] / math.log(2)
 unigram_bits = splits["train"]["unigram_entropy_bits"]
 report = {"eval_loss_nats": curve[-1]["eval_loss"], "eval_loss_bits": eval_bits,
           "unigram_entropy_bits": unigram_bits, "below_unigram_by_bits": unigram_bits - eval_bits}
-quality.require_finite(report, "language model training")
+tensors.require_finite(report, "language model training")
 with store.write_artefact(out, node, device=device) as art:
     lm.save_model(model, art.path("model"), p)
     pd.DataFrame(curve).to_csv(art.path("training_curve.csv"), index=False)

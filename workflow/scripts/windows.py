@@ -3,7 +3,8 @@ import numpy as np
 import pandas as pd
 from safetensors.numpy import save_file
 
-from saeflow import corpus, jobs, store, tokenizer
+from saeflow.data import tokenizer, windows
+from saeflow.workflow import jobs, store
 
 node, inputs, out = jobs.start(snakemake)  # noqa: F821
 p = node["params"]
@@ -12,11 +13,11 @@ tok = tokenizer.load_tokenizer(inputs["tokenizer"] / "tokenizer")
 # A hub tokenizer's manifest names the token windows start with (EOS where it has no BOS, e.g. Qwen2).
 bos = store.read_manifest(inputs["tokenizer"]).get("bos_id", tok.bos_token_id)
 token_docs = tokenizer.encode_documents(tok, docs["text"].tolist())
-text_ok = corpus.window_filter(**p.get("window_filter", {}))
-train_idx, eval_idx = corpus.split_documents(len(token_docs), p["eval_fraction"], p["seed"])
+text_ok = windows.window_filter(**p.get("window_filter", {}))
+train_idx, eval_idx = windows.split_documents(len(token_docs), p["eval_fraction"], p["seed"])
 tensors, counts = {}, {}
 for split, idx, n in (("train", train_idx, p["n_train"]), ("eval", eval_idx, p["n_eval"])):
-    w = corpus.cut_windows([token_docs[i] for i in idx], p["ctx_len"], n, p["seed"] + (split == "eval"), bos,
+    w = windows.cut_windows([token_docs[i] for i in idx], p["ctx_len"], n, p["seed"] + (split == "eval"), bos,
                            accept=(lambda body: text_ok(tok.decode(body))) if text_ok else None)
     tensors[f"{split}_tokens"] = w["tokens"]
     tensors[f"{split}_doc_id"] = docs["doc_id"].to_numpy()[idx][w["doc_idx"]].astype(np.int64)

@@ -1,0 +1,181 @@
+# Stage report: figures (each a keyed artefact; `export` copies a file of one to a fixed human path) and the
+# published tree: a keyed `publish` node per (preset, dataset) decides the layout, `publish_run`
+# materialises data/<preset>/<dataset>/<timestamp>/ from it, `dataset_card` writes the card (saeflow.report).
+
+
+# every recon node's headline numbers and the summary figure
+rule recon_summary:
+    input:
+        unpack(upstream_of),
+    output:
+        f"{STORE}/recon_summary/{{key}}/{MANIFEST}",
+    params:
+        node=node_of,
+    log:
+        f"{LOGS}/recon_summary/{{key}}.log",
+    benchmark:
+        f"{BENCH}/recon_summary/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
+    threads: threads_of
+    resources:
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+    script:
+        "../workflow/scripts/recon_summary.py"
+
+
+# entropy vs depth, per-layer, ctx-sweep and H_pos figures of one run
+rule locality_plots:
+    input:
+        unpack(upstream_of),
+    output:
+        f"{STORE}/locality_plots/{{key}}/{MANIFEST}",
+    params:
+        node=node_of,
+    log:
+        f"{LOGS}/locality_plots/{{key}}.log",
+    benchmark:
+        f"{BENCH}/locality_plots/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
+    threads: threads_of
+    resources:
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+    script:
+        "../workflow/scripts/locality_plots.py"
+
+
+# the cross-model entropy-vs-depth grid
+rule entropy_grid:
+    input:
+        unpack(upstream_of),
+    output:
+        f"{STORE}/entropy_grid/{{key}}/{MANIFEST}",
+    params:
+        node=node_of,
+    log:
+        f"{LOGS}/entropy_grid/{{key}}.log",
+    benchmark:
+        f"{BENCH}/entropy_grid/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
+    threads: threads_of
+    resources:
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+    script:
+        "../workflow/scripts/entropy_grid.py"
+
+
+# the probing, autocorrelation and geometry figures of one run
+rule eval_plots:
+    input:
+        unpack(upstream_of),
+    output:
+        f"{STORE}/eval_plots/{{key}}/{MANIFEST}",
+    params:
+        node=node_of,
+    log:
+        f"{LOGS}/eval_plots/{{key}}.log",
+    benchmark:
+        f"{BENCH}/eval_plots/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
+    threads: threads_of
+    resources:
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+    script:
+        "../workflow/scripts/eval_plots.py"
+
+
+# the layout, run_config.json and bench.json of one published run
+rule publish:
+    input:
+        unpack(upstream_of),
+    output:
+        f"{STORE}/publish/{{key}}/{MANIFEST}",
+    params:
+        node=node_of,
+    log:
+        f"{LOGS}/publish/{{key}}.log",
+    benchmark:
+        f"{BENCH}/publish/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
+    threads: threads_of
+    resources:
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+    script:
+        "../workflow/scripts/publish.py"
+
+
+# the Hugging Face dataset card (data/README.md)
+rule dataset_card:
+    input:
+        unpack(upstream_of),
+    output:
+        f"{STORE}/dataset_card/{{key}}/{MANIFEST}",
+    params:
+        node=node_of,
+    log:
+        f"{LOGS}/dataset_card/{{key}}.log",
+    benchmark:
+        f"{BENCH}/dataset_card/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
+    threads: threads_of
+    resources:
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+    script:
+        "../workflow/scripts/dataset_card.py"
+
+
+rule export:
+    input:
+        lambda wildcards: ancient(manifest(PLAN.exports[wildcards.path][0])),
+    output:
+        "{path}",
+    log:
+        f"{LOGS}/export/{{path}}.log",
+    benchmark:
+        f"{BENCH}/export/{{path}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=200,
+        runtime=5,
+    wildcard_constraints:
+        # exactly the planned export paths (figures/, data/figures/, data/README.md)
+        path="|".join(re.escape(p) for p in PLAN.exports) or "(?!)",
+    params:
+        file=lambda wildcards: PLAN.exports[wildcards.path][1],
+    script:
+        "../workflow/scripts/export.py"
+
+
+rule publish_run:
+    input:
+        lambda wildcards: ancient(manifest(PLAN[wildcards.key].path)),
+    output:
+        f"{DATA}/{{preset}}/{{dataset}}/.published/{{key}}.json",
+    log:
+        f"{LOGS}/publish_run/{{preset}}/{{dataset}}/{{key}}.log",
+    benchmark:
+        f"{BENCH}/publish_run/{{preset}}/{{dataset}}/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=10,
+    wildcard_constraints:
+        preset=r"[a-z0-9][a-z0-9._-]*",
+        dataset=r"[a-z0-9][a-z0-9._-]*",
+    script:
+        "../workflow/scripts/publish_run.py"

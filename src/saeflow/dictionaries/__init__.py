@@ -1,0 +1,1 @@
+"""Stage 3, dictionaries: training, formats and conversion, encode fidelity, pretrained loaders, quality gates."""

@@ -1,0 +1,1 @@
+"""Stage 6, hub: syncing data/ with a Hugging Face dataset repo."""

@@ -1,0 +1,181 @@
+"""Figures of the other evals: sparse probing (accuracy vs k, SAE vs residual baseline), activation
+autocorrelation (median curve, 10-90% band, examples; autocorrelation length vs H_pos) and decoder geometry
+(cosine vs |dH|, permutation null). Each takes tidy tables and a path and writes the PNG atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from saeflow.evals.autocorr import autocorr_length
+from saeflow.evals.probe import wilson_interval
+from saeflow.report.plotting import save
+
+
+def probe_figure(df_by_task, path, title: str) -> None:
+    """Accuracy vs k (categorical x: ks then "all") per task: SAE solid, raw baseline dashed, same colour per
+    task; error bars are 95% Wilson intervals of each accuracy from (acc, n_test). Saved atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    need = {"task", "k", "acc_sae", "acc_raw", "n_test"}
+    if need - set(df_by_task.columns):
+        raise ValueError(f"df_by_task: missing columns {sorted(need - set(df_by_task.columns))}")
+    ks = sorted({str(k) for k in df_by_task["k"]}, key=lambda s: (s == "all", int(s) if s != "all" else 0))
+    pos = {k: i for i, k in enumerate(ks)}
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (task, g) in enumerate(df_by_task.groupby("task", sort=True)):
+        g = g.assign(k=g["k"].astype(str)).sort_values("k", key=lambda s: s.map(pos))
+        x = g["k"].map(pos).to_numpy(dtype=float)
+        col = colors[i % len(colors)]
+        for which, ls, dx, lab in (("acc_sae", "-", -0.04, "SAE"), ("acc_raw", "--", 0.04, "raw")):
+            acc = g[which].to_numpy(dtype=float)
+            ci = np.array([wilson_interval(a, n) for a, n in zip(acc, g["n_test"])])
+            yerr = np.vstack([acc - ci[:, 0], ci[:, 1] - acc]).clip(min=0)
+            ax.errorbar(x + dx, acc, yerr=yerr, color=col, ls=ls, marker="o" if which == "acc_sae" else "s",
+                        ms=4, capsize=3, label=f"{task} ({lab})")
+    ax.set_xticks(range(len(ks)), ks)
+    ax.set_xlabel("k (probed dimensions)")
+    ax.set_ylabel("test accuracy")
+    lowest = float(np.nanmin(df_by_task[["acc_sae", "acc_raw"]].to_numpy(dtype=float)))
+    ax.set_ylim(min(0.4, lowest - 0.08), 1.02)
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.grid(alpha=0.3)
+    ax.set_title(title)
+    # Below the axes: with several layers and dictionaries an inside legend hides the curves.
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+    save(fig, path)
+    plt.close(fig)
+
+
+def autocorr_figure(rho: np.ndarray, latents, path, title: str, n_examples: int = 5) -> None:
+    """rho_a(tau) vs lag tau over the selected latents (rows `latents` of the full rho matrix): median curve
+    and 10-90% quantile band (NaN rows dropped), 1/e reference line, and n_examples example latents chosen
+    evenly across the range of autocorrelation lengths. 'no data' note when nothing finite is left."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    latents = np.asarray(latents, dtype=np.int64).reshape(-1)
+    rho = np.asarray(rho, dtype=np.float64)
+    r = rho[latents] if latents.size else np.zeros((0, rho.shape[1] if rho.ndim == 2 else 1))
+    keep = np.all(np.isfinite(r), axis=1)
+    r, lat = r[keep], latents[keep]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    if r.shape[0] == 0:
+        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, fontsize=14)
+    else:
+        lags = np.arange(r.shape[1])
+        q10, q50, q90 = np.quantile(r, [0.1, 0.5, 0.9], axis=0)
+        ax.fill_between(lags, q10, q90, color="C0", alpha=0.25, label="10-90% of latents")
+        ax.plot(lags, q50, color="C0", lw=2.5, label=f"median (n={r.shape[0]})")
+        ell = autocorr_length(r)
+        order = np.argsort(np.where(np.isfinite(ell), ell, np.inf), kind="stable")
+        m = min(int(n_examples), r.shape[0])
+        picks = order[np.unique(np.linspace(0, r.shape[0] - 1, m).round().astype(int))] if m > 0 else []
+        for j, i in enumerate(picks):
+            lab = f"latent {lat[i]}" + (f" (ell={ell[i]:.1f})" if np.isfinite(ell[i]) else "")
+            ax.plot(lags, r[i], lw=1, ls="--", color=f"C{j + 1}", label=lab)
+        ax.axhline(np.exp(-1), color="grey", lw=0.8, ls=":", label="1/e")
+        ax.axhline(0, color="black", lw=0.6)
+        ax.legend(fontsize=8, loc="upper right")
+    ax.set_xlabel("lag tau (tokens)")
+    ax.set_ylabel("rho(tau)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    save(fig, Path(path))
+    plt.close(fig)
+
+
+def autocorr_vs_entropy_figure(summary: pd.DataFrame, path, title: str) -> None:
+    """Scatter of autocorr_length vs mean_H_pos per feature (rows with both finite), Spearman rank
+    correlation (scipy.stats.spearmanr) and n in the title; 'no data' note if no such rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.stats import spearmanr
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    d = pd.DataFrame(columns=["autocorr_length", "mean_H_pos"])
+    if {"autocorr_length", "mean_H_pos"} <= set(summary.columns):
+        d = summary[["autocorr_length", "mean_H_pos"]].astype(float)
+        d = d[np.isfinite(d).all(axis=1)]
+    if len(d) == 0:
+        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, fontsize=14)
+        full = title
+    else:
+        ax.scatter(d["autocorr_length"], d["mean_H_pos"], s=22, alpha=0.75, edgecolor="k", lw=0.3)
+        if len(d) >= 3:
+            s = spearmanr(d["autocorr_length"], d["mean_H_pos"])
+            full = f"{title}\nSpearman rho = {s.statistic:.3f} (p = {s.pvalue:.2g}, n = {len(d)})"
+        else:
+            full = f"{title}\nSpearman rho: n/a (n = {len(d)})"
+    ax.set_xlabel("autocorrelation length (tokens, rho < 1/e)")
+    ax.set_ylabel("mean H_pos")
+    ax.set_title(full, fontsize=10)
+    ax.grid(alpha=0.3)
+    save(fig, Path(path))
+    plt.close(fig)
+
+
+def geometry_figure(pairwise: pd.DataFrame, summary: dict, path, title: str) -> None:
+    """Left: decoder cosine vs |dH| per pair (scatter; hexbin when > 5000 pairs) with the mean cos in 20
+    equal-count |dH| bins. Right: histogram of the null Spearman rho (summary["null"]["spearman_samples"])
+    with the observed rho and the 2.5/97.5 % null quantiles marked. Saved atomically (figures._save)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for col in ("cos", "abs_dH"):
+        if col not in pairwise.columns:
+            raise ValueError(f"pairwise must have a '{col}' column")
+    x = pairwise["abs_dH"].to_numpy(float)
+    y = pairwise["cos"].to_numpy(float)
+    fig, (ax, axn) = plt.subplots(1, 2, figsize=(11, 4.3), gridspec_kw={"width_ratios": [1.6, 1]})
+    if len(x) > 5000:
+        hb = ax.hexbin(x, y, gridsize=60, bins="log", cmap="viridis", mincnt=1)
+        fig.colorbar(hb, ax=ax, label="pairs (log)")
+    else:
+        ax.scatter(x, y, s=6, alpha=0.35, color="tab:blue", lw=0, label="pairs")
+    nb = int(min(20, max(2, len(x) // 10)))
+    edges = np.unique(np.quantile(x, np.linspace(0, 1, nb + 1)))
+    if len(edges) > 1:
+        idx = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
+        g = pd.DataFrame({"b": idx, "x": x, "y": y}).groupby("b").mean()
+        ax.plot(g["x"], g["y"], "-o", color="tab:red", ms=3, lw=1.5, label="binned mean")
+    ax.axhline(0, color="grey", lw=0.6, ls=":")
+    sp = summary.get("spearman", {})
+    nul = summary.get("null", {})
+    ax.set_xlabel("|H_a - H_b|")
+    ax.set_ylabel("decoder cosine")
+    ax.set_title(f"n={summary.get('n_features')} latents, {summary.get('n_pairs')} pairs; "
+                 f"Spearman {sp.get('rho', float('nan')):.3f}, Pearson "
+                 f"{summary.get('pearson', {}).get('r', float('nan')):.3f}", fontsize=9)
+    ax.legend(fontsize=8, loc="upper right")
+
+    samples = np.asarray(nul.get("spearman_samples", []), float)
+    rho = sp.get("rho", np.nan)
+    if samples.size:
+        axn.hist(samples, bins=40, color="lightgrey", edgecolor="grey")
+    q = nul.get("spearman_quantiles", {})
+    for k in ("0.025", "0.975"):
+        if k in q:
+            axn.axvline(q[k], color="grey", ls="--", lw=1)
+    axn.axvline(rho, color="tab:red", lw=2, label=f"observed {rho:.3f}")
+    axn.set_xlabel("Spearman rho under H permutation")
+    axn.set_ylabel("permutations")
+    axn.set_title(f"null (n={nul.get('n_permutations', samples.size)}), "
+                  f"p_perm={nul.get('p_perm_spearman', float('nan')):.3g}", fontsize=9)
+    axn.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    save(fig, Path(path))
+    plt.close(fig)

@@ -1,0 +1,348 @@
+"""The plan: every node of the DAG with its key, computed from a validated config at parse time.
+
+Steps and their upstreams (embedded presets):
+
+    corpus(dataset) ─┬─> tokenizer(preset) ─┬─> windows(preset, dataset) ──> lm(preset)
+                     └──────────────────────┘                 │                 │
+                            cache(preset, dataset) <──────────┴─────────────────┤
+                            dict(preset, dataset, layer, dictionary) <── cache  │
+                            recon(preset, dataset, layer, dictionary) <── dict, windows, lm
+                            recon_summary <── every recon
+
+A node's path is `<store>/<step>/<key>`; Snakemake wires rules by these paths, so a changed key is
+simply a missing output, and an unchanged key is found complete whatever the mtimes say.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from saeflow.workflow import keys
+from saeflow.workflow.config import TRANSCODER_KINDS, influence_dictionary
+from saeflow.workflow.steps import step as registry_step
+
+
+def hook_name(site: str, layer: int) -> str:
+    """TransformerLens hook name of a site at a layer."""
+    names = {
+        "resid_post": f"blocks.{layer}.hook_resid_post",
+        "resid_pre": f"blocks.{layer}.hook_resid_pre",
+        "mlp_in": f"blocks.{layer}.ln2.hook_normalized",
+        "mlp_out": f"blocks.{layer}.hook_mlp_out",
+    }
+    if site not in names:
+        raise ValueError(f"unknown site {site!r}; allowed values: {', '.join(names)}")
+    return names[site]
+
+
+@dataclass
+class Node:
+    step: str
+    key: str
+    params: dict
+    upstream: dict[str, str]       # role -> key
+    inputs: dict                   # identity of raw inputs
+    labels: dict                   # human-readable coordinates (preset, dataset, layer, ...)
+    fingerprint: dict
+    resources: dict
+    path: str
+    runtime: dict = field(default_factory=dict)  # where raw inputs are on this machine: not part of the key
+
+    @property
+    def target(self) -> str:
+        """What Snakemake builds for this node (rule outputs are artefact manifests): `<path>/manifest.json`."""
+        return f"{self.path}/manifest.json"
+
+    def to_dict(self) -> dict:
+        """What a job receives as its `node` param: the fingerprint enters as the digest the key was
+        computed from; the job recomputes the parts for its manifest and checks them against it
+        (saeflow.workflow.jobs.code_fingerprint), so code edited while a workflow runs cannot be stored under a
+        key that does not describe it."""
+        out = {k: getattr(self, k) for k in ("step", "key", "params", "upstream", "inputs", "labels", "path", "runtime")}
+        out["code_digest"] = self.fingerprint["digest"]
+        out["script"] = registry_step(self.step).script_path
+        return out
+
+
+@dataclass
+class Plan:
+    config: dict
+    workdir: Path
+    nodes: dict[str, Node] = field(default_factory=dict)
+    exports: dict[str, tuple[str, str]] = field(default_factory=dict)  # fixed path -> (artefact dir, file in it)
+    published: dict[str, str] = field(default_factory=dict)  # run marker path -> publish node key
+    _fp: keys.Fingerprinter | None = None
+
+    def __post_init__(self):
+        self._fp = keys.Fingerprinter(Path(self.workdir) / "src")
+        self._fingerprints: dict[str, dict] = {}
+
+    @property
+    def store(self) -> str:
+        return self.config.get("store", "data/store")
+
+    @property
+    def data_root(self) -> str:
+        """Root of the published tree (`<data_root>/<preset>/<dataset>/<timestamp>/`): the store's parent."""
+        return str(Path(self.store).parent)
+
+    def export(self, name: str, node: Node, data_copy: bool = True) -> None:
+        """Export file `name` of a node to `<figures_dir>/name` and, for the published tree's cross-model
+        figures, to `<data_root>/figures/name`."""
+        self.exports[f"{self.config.get('figures_dir', 'figures')}/{name}"] = (node.path, name)
+        if data_copy and self.config.get("publish"):
+            self.exports[f"{self.data_root}/figures/{name}"] = (node.path, name)
+
+    def fingerprint(self, step: str) -> dict:
+        if step not in self._fingerprints:
+            self._fingerprints[step] = self._fp.fingerprint(Path(self.workdir) / registry_step(step).script_path)
+        return self._fingerprints[step]
+
+    def add(self, step: str, params: dict, upstream: dict[str, Node], labels: dict,
+            inputs: dict | None = None, device: str = "cpu", runtime: dict | None = None) -> Node:
+        """The node of `step` (created once per key). `runtime` says where raw inputs are found on this
+        machine (local copies of hub repos); it is passed to the job but never enters the key."""
+        inputs = inputs or {}
+        fp = self.fingerprint(step)
+        up_keys = {role: n.key for role, n in upstream.items()}
+        key = keys.node_key(step, params, up_keys, inputs, fp["digest"])
+        if key in self.nodes:
+            return self.nodes[key]
+        declared = registry_step(step)
+        res = dict(declared.resources)
+        res.update(self.config.get("resources", {}).get(step, {}))
+        preset = self.config["presets"].get(labels.get("preset"), {})
+        res.update(preset.get("resources", {}).get(step, {}))
+        res.setdefault("gpu", 1 if device == "cuda" and declared.gpu else 0)
+        res.setdefault("gpu_mem_mb", 0)
+        if preset and preset["model"]["source"] == "hf":
+            runtime = {**(runtime or {}), "model_local_dirs": {_model_ref(preset["model"]): preset["model"].get("local_dir")}}
+        node = Node(step, key, params, up_keys, inputs, labels, fp, res, f"{self.store}/{step}/{key}", runtime or {})
+        self.nodes[key] = node
+        return node
+
+    def __getitem__(self, key: str) -> Node:
+        return self.nodes[key]
+
+    def input_paths(self, key: str) -> dict[str, str]:
+        return {role: self.nodes[k].path for role, k in self.nodes[key].upstream.items()}
+
+    def ancestors(self, key: str) -> list[Node]:
+        """The node and everything upstream of it, upstream first."""
+        order, seen = [], set()
+
+        def visit(k):
+            if k in seen:
+                return
+            seen.add(k)
+            for up in self.nodes[k].upstream.values():
+                visit(up)
+            order.append(self.nodes[k])
+
+        visit(key)
+        return order
+
+
+def _keyed(spec: dict) -> dict:
+    """A config block without `local_dir`: where a copy lives on this machine never enters a key."""
+    return {k: v for k, v in spec.items() if k != "local_dir"}
+
+
+def _model_ref(model: dict) -> str:
+    """Identity of a hub model: repo and pinned revision (never a local path)."""
+    return f"{model['hf_id']}@{model['revision']}"
+
+
+def _dict_ref(spec: dict, layer: int) -> str:
+    """Identity of a pretrained dictionary: format, release, id at the layer, pinned revision."""
+    return f"{spec['format']}:{spec['release']}/{spec['id'].format(layer=layer)}@{spec.get('revision')}"
+
+
+def _corpus_inputs(spec: dict) -> dict:
+    from saeflow.data import corpus
+
+    if spec["source"] == "stdlib":
+        import platform
+
+        return {"stdlib": corpus.stdlib_identity(spec["packages"], spec.get("max_files"), spec.get("max_bytes", 200_000)),
+                "python": platform.python_version()}
+    if spec["source"] == "hf":
+        return {"hf": corpus.hf_identity(spec["repo"], spec["revision"], spec["split"])}
+    return {}  # synthetic: fully described by its params
+
+
+def build_plan(config: dict, workdir: Path | str) -> Plan:
+    """All nodes for a validated config (see saeflow.workflow.config.validate)."""
+    plan = Plan(config, Path(workdir))
+    seed = config.get("seed", 0)
+    win_cfg = config["windows"]
+    corpora: dict[str, Node] = {}
+    for name, spec in config["datasets"].items():
+        corpora[name] = plan.add("corpus", {"dataset": name, **_keyed(spec)}, {},
+                                 {"dataset": name}, _corpus_inputs(spec), runtime={"local_dir": spec.get("local_dir")})
+
+    recons: dict[str, Node] = {}
+    entropies: dict[str, Node] = {}
+    runs: dict[str, Node] = {}
+    for pname, preset in config["presets"].items():
+        model = preset["model"]
+        device = preset.get("device", "cpu")
+        if model["source"] == "hf":
+            ref = {"hf": _model_ref(model)}
+            tok = plan.add("hf_tokenizer", {k: v for k, v in _keyed(model).items() if k != "source"}, {},
+                           {"preset": pname}, ref)
+        else:
+            tok = plan.add("tokenizer", {"vocab_size": model["vocab_size"]},
+                           {"corpus": corpora[model["train_dataset"]]}, {"preset": pname})
+
+        def windows_for(ds: str) -> Node:
+            filt = config["datasets"][ds].get("window_filter")
+            return plan.add("windows", {"ctx_len": win_cfg["ctx_len"], "n_train": win_cfg["n_train"],
+                                        "n_eval": win_cfg["n_eval"], "eval_fraction": config["datasets"][ds]["eval_fraction"],
+                                        "seed": seed, **({"window_filter": filt} if filt else {})},
+                            {"corpus": corpora[ds], "tokenizer": tok}, {"preset": pname, "dataset": ds})
+
+        if model["source"] == "hf":
+            lm = plan.add("hf_model", _keyed(model), {"tokenizer": tok},
+                          {"preset": pname}, {"hf": _model_ref(model)})
+        else:
+            lm_params = {k: v for k, v in model.items() if k != "train_dataset"}
+            lm_params["n_ctx"] = win_cfg["ctx_len"]
+            lm_params["device"] = device
+            lm = plan.add("train_lm", lm_params, {"windows": windows_for(model["train_dataset"]), "tokenizer": tok},
+                          {"preset": pname}, device=device)
+
+        dict_specs = {d: config["dictionaries"][d] for d in preset["dictionaries"]}
+        needs_mlp = any(s["kind"] in TRANSCODER_KINDS for s in dict_specs.values())
+        sites = sorted({hook_name(preset["site"], L) for L in preset["layers"]}
+                       | ({hook_name(s, L) for L in preset["layers"] for s in ("mlp_in", "mlp_out")} if needs_mlp else set()))
+        for ds in preset["datasets"]:
+            win = windows_for(ds)
+            cache = plan.add("cache_activations", {"sites": sites, **config["cache"], "device": device},
+                             {"lm": lm, "windows": win}, {"preset": pname, "dataset": ds}, device=device)
+            dicts_of_ds: dict[tuple[int, str], Node] = {}
+            recons_of_ds: dict[str, Node] = {}
+            for layer in preset["layers"]:
+                for dname, spec in dict_specs.items():
+                    transcoder = spec["kind"] in TRANSCODER_KINDS
+                    hook_in = hook_name("mlp_in" if transcoder else preset["site"], layer)
+                    hook_out = hook_name("mlp_out", layer) if transcoder else None
+                    labels = {"preset": pname, "dataset": ds, "layer": layer, "dictionary": dname,
+                              "kind": spec["kind"], "site": "mlp" if transcoder else preset["site"]}
+                    if spec["kind"] == "pretrained":
+                        d = plan.add("load_dict", {**_keyed(spec), "layer": layer,
+                                                    "d_in": model["d_model"], "hook_in": hook_in, "hook_out": None,
+                                                    "model_processing": model.get("processing"), "device": device},
+                                     {"cache": cache}, labels, {"dictionary": _dict_ref(spec, layer)}, device=device,
+                                     runtime={"local_dir": spec.get("local_dir")})
+                    else:
+                        d = plan.add("train_dict", {**spec, "d_in": model["d_model"], "d_sae": spec["expansion"] * model["d_model"],
+                                              "hook_in": hook_in, "hook_out": hook_out, "device": device},
+                                     {"cache": cache}, labels, device=device)
+                    dicts_of_ds[(layer, dname)] = d
+                    r = plan.add("recon", {**config["recon"], "hook_in": hook_in, "hook_out": hook_out,
+                                           "exclude_bos": True, "seed": seed, "device": device},
+                                 {"lm": lm, "windows": win, "dict": d}, labels, device=device)
+                    recons[f"r{len(recons)}"] = r
+                    recons_of_ds[f"recon__{dname}__layer{layer}"] = r
+            results = dict(recons_of_ds)
+            if config.get("influence"):
+                results.update(_add_locality(plan, config, pname, ds, preset, lm, win, cache, corpora[ds],
+                                             dicts_of_ds, device))
+                entropies[f"e{len(entropies)}"] = results["entropy_vs_depth"]
+            results.update(_add_evals(plan, config, pname, ds, preset, lm, win, dicts_of_ds, results.get("h_pos"), device))
+            if config.get("publish"):
+                runs[f"p{len(runs)}"] = _add_publish(plan, config, pname, ds, preset, results)
+    summary = plan.add("recon_summary", {}, recons, {})
+    plan.export("recon_summary.png", summary)
+    if entropies:
+        grid = plan.add("entropy_grid", {"kind": config["influence"]["grid_kind"]}, entropies, {})
+        plan.export("entropy_vs_depth_grid.png", grid)
+    if runs:
+        card = plan.add("dataset_card", dict(config["publish"]), runs, {}, inputs={"DATASET.md": _file_identity(plan.workdir / "DATASET.md")})
+        plan.exports[f"{plan.data_root}/README.md"] = (card.path, "README.md")
+    return plan
+
+
+def _file_identity(path: Path) -> str:
+    from saeflow.workflow.store import sha256_file
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the dataset card (config key `publish`) is generated from it")
+    return sha256_file(path)
+
+
+def _add_publish(plan: Plan, config: dict, pname: str, ds: str, preset: dict, results: dict[str, Node]) -> Node:
+    """The run of one (preset, dataset) in the published tree (saeflow.report.publish): a keyed node that
+    decides the layout, and a marker `<data_root>/<preset>/<dataset>/.published/<key>.json` that the
+    `publish_run` export writes once the run directory exists."""
+    inf = config.get("influence") or {}
+    params = {"preset": pname, "dataset": ds, "layers": preset["layers"], "site": preset["site"],
+              "threshold": preset["threshold"], "ctx_len": config["windows"]["ctx_len"],
+              "num_batches": inf.get("n_windows"), "model": _keyed(preset["model"]),
+              "dictionaries": {d: _keyed(config["dictionaries"][d]) for d in preset["dictionaries"]},
+              "seed": config.get("seed", 0)}
+    node = plan.add("publish", params, results, {"preset": pname, "dataset": ds})
+    plan.published[f"{plan.data_root}/{pname}/{ds}/.published/{node.key}.json"] = node.key
+    return node
+
+
+def _add_locality(plan: Plan, config: dict, pname: str, ds: str, preset: dict, lm: Node, win: Node, cache: Node,
+                  corpus: Node, dicts: dict, device: str) -> dict[str, Node]:
+    """entropy vs depth, context-length sweep, top contexts and H_pos of one (preset, dataset), plus their
+    figures; returns the nodes by role (`entropy` is also an input of the cross-model grid)."""
+    inf = config["influence"]
+    ctx_len = config["windows"]["ctx_len"]
+    layers = preset["layers"]
+    dname = influence_dictionary(config, pname)
+    by_layer = {f"dict_L{L}": dicts[(L, dname)] for L in layers}
+    labels = {"preset": pname, "dataset": ds, "dictionary": dname, "site": preset["site"]}
+    common = {"threshold": preset["threshold"], "layers": layers, "site": preset["site"], "device": device,
+              "memory_budget_mb": inf["memory_budget_mb"], "n_layers": preset["model"]["n_layers"]}
+    up = {"lm": lm, "windows": win, **by_layer}
+    entropy = plan.add("entropy_vs_depth", {**common, "n_windows": inf["n_windows"], "seed": config.get("seed", 0),
+                                   "token_vector": inf["token_vector"]}, up, labels, device=device)
+    sweep = plan.add("ctxlen_sweep", {**common, "lengths": list(range(inf["sweep_min"], ctx_len + 1, inf["sweep_step"]))},
+                     up, labels, device=device)
+    events = plan.add("top_contexts", {"layers": layers, "k": inf["top_k_events"], "min_pos": max(inf["ctx_lens"]) - 1,
+                                 "positions_per_window": ctx_len - 1, "device": device},
+                      {"cache": cache, **by_layer}, labels, device=device)
+    hpos = plan.add("h_pos", {**common, "ctx_lens": sorted(inf["ctx_lens"]), "n_latents": inf["n_latents"]},
+                    {**up, "events": events, "corpus": corpus}, labels, device=device)
+    plots = plan.add("locality_plots", {"ctx_len": ctx_len}, {"entropy": entropy, "sweep": sweep, "h_pos": hpos}, labels)
+    plan.export(f"entropy_vs_depth__{pname}__{ds}.png", plots)
+    return {"entropy_vs_depth": entropy, "ctxlen_sweep": sweep, "top_contexts": events, "h_pos": hpos,
+            "locality_plots": plots}
+
+
+def _add_evals(plan: Plan, config: dict, pname: str, ds: str, preset: dict, lm: Node, win: Node, dicts: dict,
+               hpos: Node | None, device: str) -> dict[str, Node]:
+    """Sparse probing, activation autocorrelation and decoder geometry of one (preset, dataset), and their
+    figures (one plotting node, so a plotting fix reruns no computation); returns the nodes by role."""
+    layers = preset["layers"]
+    labels = {"preset": pname, "dataset": ds}
+    evals = {}
+    spec = config["datasets"][ds]
+    probed = [d for d in (config.get("probe") or {}).get("dictionaries", []) if d in preset["dictionaries"]]
+    if probed and (spec["source"] != "hf" or spec.get("label_column")):  # probing needs labels
+        pr = {**config["probe"], "dictionaries": probed}
+        up = {f"dict_L{L}_{d}": dicts[(L, d)] for L in layers for d in probed}
+        evals["probe"] = plan.add("probe", {**pr, "layers": layers, "seed": config.get("seed", 0), "device": device},
+                                  {"lm": lm, "windows": win, **up}, labels, device=device)
+    if config.get("influence"):
+        by_layer = {f"dict_L{L}": dicts[(L, influence_dictionary(config, pname))] for L in layers}
+        if config.get("autocorr"):
+            evals["autocorr"] = plan.add("autocorr", {**config["autocorr"], "layers": layers, "device": device,
+                                                      "threshold": preset["threshold"]},
+                                         {"lm": lm, "windows": win, "h_pos": hpos, **by_layer}, labels, device=device)
+        if config.get("geometry"):
+            evals["geometry"] = plan.add("geometry", {**config["geometry"], "layers": layers, "seed": config.get("seed", 0)},
+                                         {"h_pos": hpos, **by_layer}, labels)
+    if evals:
+        plots = plan.add("eval_plots", {}, evals, labels)
+        for name in list(evals):
+            plan.export(f"{name}__{pname}__{ds}.png", plots)
+        evals["eval_plots"] = plots
+    return evals
+

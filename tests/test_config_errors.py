@@ -6,7 +6,6 @@ the one-line message. The last tests go through the real Snakemake CLI and `saef
 """
 import copy
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -139,7 +138,7 @@ BAD = [
     ("stdlib-package-empty-name", DEFAULT, _set("datasets.code-python.packages", [""]), "datasets.code-python.packages.0"),
     # structure
     ("no-presets", TINY, _set("presets", {}), "presets"),
-    ("unknown-resource-step", TINY, _set("resources", {"trainer": {"mem_mb": 100}}), "resources"),
+    ("unknown-resource-step", TINY, _set("resources", {"trainer": {"mem_mb": 100}}), "resources.trainer"),
 ]
 
 
@@ -251,19 +250,7 @@ def test_status_with_a_config_but_no_checkout_is_one_error_line(tmp_path, capsys
 # ------------------------------------------------------------------------------ Snakemake CLI
 
 
-COPY = ["Snakefile", "DATASET.md", "rules", "workflow", "src/saeflow", "config", "profiles", "tests/configs"]
-
-
-def _copy_workflow(dst: Path) -> Path:
-    for rel in COPY:
-        src = ROOT / rel
-        if src.is_dir():
-            shutil.copytree(src, dst / rel, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / rel)
-    return dst
-
+from test_workflow import copy_workflow  # noqa: E402
 
 TINY_TEXT = (ROOT / "tests" / "configs" / "tiny.yaml").read_text()
 SNAKEMAKE_BAD = [
@@ -282,7 +269,7 @@ SNAKEMAKE_BAD = [
 
 @pytest.fixture(scope="module")
 def workflow_copy(tmp_path_factory):
-    return _copy_workflow(tmp_path_factory.mktemp("wf"))
+    return copy_workflow(tmp_path_factory.mktemp("wf"))
 
 
 @pytest.mark.parametrize("rel,text,given,expected", [c[1:] for c in SNAKEMAKE_BAD], ids=[c[0] for c in SNAKEMAKE_BAD])

@@ -68,11 +68,20 @@ def test_the_plan_uses_only_registered_steps_and_their_resources():
         assert n.resources["gpu"] == int(STEPS[n.step].gpu)  # every paper preset runs on cuda
 
 
-def test_schema_resource_names_are_the_keyed_steps():
-    schema = cfg.load_schema()
-    assert schema["properties"]["resources"]["propertyNames"]["enum"] == list(KEYED)
-    per_preset = schema["properties"]["presets"]["additionalProperties"]["properties"]["resources"]
-    assert per_preset["propertyNames"]["enum"] == list(KEYED)
+def test_config_resources_are_keyed_by_registered_steps():
+    import copy
+
+    import pytest
+
+    tiny = yaml.safe_load((ROOT / "tests" / "configs" / "tiny.yaml").read_text())
+    for name in KEYED:
+        cfg.validate({**copy.deepcopy(tiny), "resources": {name: {"mem_mb": 100}}})
+    with pytest.raises(cfg.ConfigError, match=r"config key 'resources.lm': not a step; allowed values: corpus, "):
+        cfg.validate({**copy.deepcopy(tiny), "resources": {"lm": {"mem_mb": 100}}})
+    bad = copy.deepcopy(tiny)
+    bad["presets"]["t"]["resources"] = {"dict": {"mem_mb": 100}}
+    with pytest.raises(cfg.ConfigError, match=r"config key 'presets.t.resources.dict': not a step"):
+        cfg.validate(bad)
 
 
 def test_published_steps_have_a_folder_and_the_rest_none():

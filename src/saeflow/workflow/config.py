@@ -346,10 +346,22 @@ def _d_sae(config: dict, dname: str, preset: dict) -> int | None:
     return None if spec["kind"] == "pretrained" else spec["expansion"] * preset["model"]["d_model"]
 
 
+def _check_resource_steps(config: dict) -> None:
+    """`resources:` (top level and per preset) is keyed by step names of the registry."""
+    from saeflow.workflow.steps import KEYED
+
+    where = [("resources", config.get("resources", {}))]
+    where += [(f"presets.{p}.resources", pre.get("resources", {})) for p, pre in config["presets"].items()]
+    for key, section in where:
+        for name in section:
+            _require(name in KEYED, f"{key}.{name}", f"not a step; allowed values: {', '.join(KEYED)}")
+
+
 def check_semantics(config: dict, workdir: Path | str | None = None) -> None:
     """Cross-field checks the schema cannot express, on a config the schema validated (defaults
     filled); raises ConfigError naming the key. `workdir`: where relative `local_dir`s are found."""
     _check_directory_name("store", config["store"], "data/store")
+    _check_resource_steps(config)
     _check_directory_name("figures_dir", config["figures_dir"], "figures")
     _check_datasets(config)
     _check_dictionaries(config)

@@ -38,7 +38,7 @@ FAKE_OTHER = """#!/bin/sh
 case "$*" in
   "-o %P") echo PARTITION; echo "debug*";;
   "show config") echo "MinJobAge               = 300 sec";;
-  *"list user"*) echo "proj_x";;
+  *"list user"*) echo "proj_x"; echo "my_project";;
 esac
 exit 0
 """
@@ -182,6 +182,67 @@ def test_personal_profile_layered_on_top(tmp_path, fake_bin):
     for attempt, call in enumerate(calls, start=1):
         assert call["-p"] == "long" and call["-A"] == "proj_x" and call["--qos"] == "normal"
         assert call["--mem"] == str(8000 * attempt)
+
+
+# The README's cluster commands, exactly as written, in a copy whose default config is the slurm test config
+# (the paper ones with config/paper.yaml as shipped). Only the SLURM commands are stand-ins; a command that
+# submits must reach sbatch with a well-formed call, a dry run must plan without error.
+README_COMMANDS = [
+    "snakemake --profile profiles/slurm figures/entropy_vs_depth_grid.png --configfile config/paper.yaml",
+    "snakemake --profile profiles/slurm figures/entropy_vs_depth_grid.png --configfile config/paper.yaml -n",
+    "snakemake --profile profiles/slurm figures/entropy_vs_depth_grid.png",
+    "snakemake --profile profiles/slurm -n",
+    "snakemake --profile profiles/slurm",
+    "snakemake --profile profiles/slurm --profile mycluster figures/entropy_vs_depth_grid.png",
+]
+
+
+def mycluster_profile() -> str:
+    """The personal profile the README shows (the lines after its `# ~/.config/...` comment)."""
+    lines = (Path(__file__).resolve().parents[1] / "README.md").read_text().splitlines()
+    i = next(i for i, line in enumerate(lines) if line.strip() == "# ~/.config/snakemake/mycluster/config.yaml")
+    out = []
+    for line in lines[i + 1:]:
+        if not line.strip():
+            break
+        out.append(line.strip("\n"))
+    indent = min(len(x) - len(x.lstrip()) for x in out)
+    return "\n".join(x[indent:] for x in out) + "\n"
+
+
+def test_readme_cluster_commands_as_written(tmp_path, fake_bin):
+    from readme import run_readme_command
+
+    wd = copy_workflow(tmp_path / "wd")
+    (wd / "config/config.yaml").write_text((wd / CONFIG).read_text())
+    # The plugin waits 40 s before its first status check, even when every submission was refused; the
+    # workflow profile (this copy's environment, not the command) shortens that wait.
+    with open(wd / "profiles/default/config.yaml", "a") as f:
+        f.write("slurm-init-seconds-before-status-checks: 1\n")
+    home = tmp_path / "home"
+    (home / ".config/snakemake/mycluster").mkdir(parents=True)
+    (home / ".config/snakemake/mycluster/config.yaml").write_text(mycluster_profile())
+    log = tmp_path / "calls.jsonl"
+    base = {k: v for k, v in ENV.items() if not k.startswith(("SLURM", "SAEFLOW_SLURM", "SNAKEMAKE_SLURM"))}
+    base.update(PATH=f"{fake_bin}{os.pathsep}{ENV['PATH']}", FAKE_SLURM_CALLS=str(log), HOME=str(home),
+                XDG_CONFIG_HOME=str(home / ".config"))
+    # `export SAEFLOW_SLURM_PARTITION=gpu SAEFLOW_SLURM_ACCOUNT=my_project`, as the README's first block sets
+    exported = {**base, "SAEFLOW_SLURM_PARTITION": "gpu", "SAEFLOW_SLURM_ACCOUNT": "my_project"}
+    for cmd, env in ((README_COMMANDS[2], exported), (README_COMMANDS[4], base), (README_COMMANDS[0], base),
+                     (README_COMMANDS[5], base)):
+        log.unlink(missing_ok=True)
+        res = run_readme_command(cmd, wd, env, timeout=300)
+        out = res.stdout + res.stderr
+        assert res.returncode != 0 and "error: unrecognized arguments" not in out, out[-3000:]  # refused by sbatch
+        calls = [parse_sbatch(json.loads(line)) for line in log.read_text().splitlines()]
+        assert calls and all("--wrap" in c or "wrap" in c for c in calls), out[-3000:]
+        if env is exported:
+            assert all(c["-p"] == "gpu" and c["-A"] == "my_project" for c in calls)
+        if "mycluster" in cmd:
+            assert all(c["-p"] == "gpu" and c["-A"] == "my_project" and c["--qos"] == "normal" for c in calls)
+    for cmd in (README_COMMANDS[1], README_COMMANDS[3]):
+        res = run_readme_command(cmd, wd, base, timeout=300)
+        assert res.returncode == 0 and "Job stats" in res.stdout, res.stdout[-2000:] + res.stderr[-2000:]
 
 
 # Direct calls of the plugin's builders (what Executor.run_job concatenates into the sbatch call).

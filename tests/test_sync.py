@@ -13,6 +13,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -692,6 +693,38 @@ def test_pulled_store_plans_nothing(built, hub, tmp_path):
     assert sorted(str(p.relative_to(wd2)) for p in store.iter_artefacts(wd2 / "data/store")) == targets
     out = snakemake(wd2, {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}, "-n", *manifests(targets))
     assert "Nothing to be done" in out.stdout + out.stderr, out.stdout
+
+
+README_COMMANDS = ["saeflow sync push --repo you/saeflow-data --dry-run", "saeflow sync push --repo you/saeflow-data",
+                   "saeflow sync pull --repo you/saeflow-data", "saeflow sync pull --repo you/saeflow-data --all --published"]
+
+
+@pytest.mark.workflow
+def test_readme_sync_commands_as_written(built, hub, tmp_path):
+    """The README's sync commands against the local Hub (HF_ENDPOINT), with `export HF_TOKEN=...` as the
+    environment; the default config of both copies is the tiny config, which `sync pull` plans."""
+    from readme import run_readme_command
+
+    src, targets = built
+    here, there = (copy_workflow(tmp_path / name, root=src) for name in ("here", "there"))
+    for wd in (here, there):
+        (wd / "config/config.yaml").write_text((wd / CONFIG).read_text())
+    shutil.copytree(src / "data", here / "data")
+    env = cli_env(hub, tmp_path, HF_TOKEN=TOKEN)
+
+    def readme(cmd, wd):
+        res = run_readme_command(cmd, wd, {**env, "PYTHONPATH": str(wd / "src")})
+        assert res.returncode == 0, cmd + "\n" + res.stdout[-2000:] + res.stderr[-2000:]
+        return res.stdout
+
+    out = readme("saeflow sync push --repo you/saeflow-data --dry-run", here)
+    assert "would upload" in out and not hub.repos
+    out = readme("saeflow sync push --repo you/saeflow-data", here)
+    assert "uploaded" in out and ("dataset", "you/saeflow-data") in hub.repos
+    out = readme("saeflow sync pull --repo you/saeflow-data", there)
+    assert f"pulled {len(targets)} artefacts" in out
+    out = readme("saeflow sync pull --repo you/saeflow-data --all --published", there)
+    assert f"{len(targets)} already present" in out and store.verify_store(there / "data/store") == {}
 
 
 REPO_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$"

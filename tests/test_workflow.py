@@ -16,9 +16,13 @@ import time
 from pathlib import Path
 
 import pytest
+import science
 import yaml
+from readme import run_readme_command
 
+from saeflow.workflow import config as cfg
 from saeflow.workflow import store
+from saeflow.workflow.plan import build_plan
 
 pytestmark = pytest.mark.workflow
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,9 +93,29 @@ PUBLISH = {"publish": 1, "publish_run": 1, "dataset_card": 1}
 RECON_DOWN = {"recon": 3, "recon_summary": 1, **PUBLISH, **EXPORTS}
 
 
+# The README's everyday commands, run as written in this module's copy, where the tiny config is also the
+# default config (so `snakemake` without --configfile plans exactly what `run` plans).
+README_COMMANDS = ["snakemake -n", "saeflow status figures/recon_summary.png", "saeflow verify",
+                   "saeflow verify --remove", "snakemake figures/entropy_vs_depth_grid.png", "snakemake --unlock",
+                   "snakemake"]
+
+
+def readme(wd: Path, cmd: str) -> subprocess.CompletedProcess:
+    res = run_readme_command(cmd, wd, {**ENV, "PYTHONPATH": str(wd / "src")})
+    assert res.returncode == 0, f"{cmd}:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    return res
+
+
+def set_config(wd: Path, text: str) -> None:
+    """The test config, and the default config the README's commands read, kept identical."""
+    (wd / CONFIG).write_text(text)
+    (wd / "config" / "config.yaml").write_text(text)
+
+
 @pytest.fixture(scope="module")
 def wd(tmp_path_factory):
     wd = copy_workflow(tmp_path_factory.mktemp("wf"))
+    set_config(wd, (wd / CONFIG).read_text())
     t0 = time.time()
     run(wd)
     print(f"full tiny DAG: {time.time() - t0:.1f} s")
@@ -126,6 +150,33 @@ def test_second_run_does_nothing(wd):
     assert planned(wd) == {}
     res = run(wd)
     assert "Nothing to be done" in res.stdout + res.stderr
+
+
+def test_readme_everyday_commands_as_written(wd):
+    def said(cmd):  # Snakemake reports on stderr, saeflow on stdout
+        res = readme(wd, cmd)
+        return res.stdout + res.stderr
+
+    assert "Nothing to be done" in said("snakemake -n")
+    assert "Nothing to be done" in said("snakemake figures/entropy_vs_depth_grid.png")
+    status = readme(wd, "saeflow status figures/recon_summary.png").stdout
+    assert status.splitlines()[-1].endswith("present, 0 would run") and "recon_summary" in status, status
+    assert " 0 corrupt" in said("saeflow verify")
+    assert " 0 corrupt" in said("saeflow verify --remove")
+    assert planned(wd) == {}
+
+
+# The tiny DAG is held to what holds by construction; the demo's outputs to the full thresholds
+# (tests/test_demo.py, run by .ci/run after `make demo`).
+TINY = science.Thresholds(lm_margin_bits=None, max_recon_fvu=1.0, min_ce_recovered=0.5, probes_above_chance=False)
+
+
+@pytest.mark.parametrize("check", [science.dictionaries_reconstruct_and_conversions_are_faithful,
+                                   science.probes_are_above_chance, science.entropies_are_in_range],
+                         ids=lambda c: c.__name__)
+def test_the_numbers_a_researcher_reads(wd, check):
+    conf = cfg.validate(yaml.safe_load((wd / CONFIG).read_text()))
+    check(build_plan(conf, wd), wd, TINY)
 
 
 def test_published_tree_and_card(wd):
@@ -252,11 +303,10 @@ def test_store_copied_to_fresh_clone_does_nothing(wd, tmp_path):
 def test_sigkill_mid_job_leaves_nothing_complete_and_recovery_finishes_everything(wd):
     """SIGKILL of the whole Snakemake process group while a dictionary trains; the README's recovery
     (`snakemake --unlock`, then `snakemake`) then runs the whole target to completion in one command."""
-    cfg_path = wd / CONFIG
-    original = cfg_path.read_text()
+    original = (wd / CONFIG).read_text()
     cfg = yaml.safe_load(original)
     cfg["dictionaries"]["topk"]["train_tokens"] = 40960  # long enough to be killed mid-training
-    cfg_path.write_text(yaml.safe_dump(cfg))
+    set_config(wd, yaml.safe_dump(cfg))
     try:
         todo = planned(wd)
         assert todo["train_dict"] == 1 and sum(todo.values()) > 15
@@ -274,9 +324,9 @@ def test_sigkill_mid_job_leaves_nothing_complete_and_recovery_finishes_everythin
         new = {p.name for p in (wd / "data/store/train_dict").iterdir() if store.is_complete(p)} - before
         assert new == set(), "a killed job left a complete-looking artefact"
         assert planned(wd) == todo
-        # The documented recovery: a SIGKILLed Snakemake cannot remove its lock.
-        run(wd, "--unlock")
-        res = run(wd)
+        # The documented recovery, as the README writes it: a SIGKILLed Snakemake cannot remove its lock.
+        readme(wd, "snakemake --unlock")
+        res = readme(wd, "snakemake")
         done = re.findall(r"(\d+) of (\d+) steps \(100%\) done", res.stdout + res.stderr)
         assert done and done[-1][0] == done[-1][1] == str(sum(todo.values())), (res.stdout + res.stderr)[-2000:]
         assert planned(wd) == {}
@@ -285,7 +335,7 @@ def test_sigkill_mid_job_leaves_nothing_complete_and_recovery_finishes_everythin
         assert len(m) == 1 and m[0]["params"]["train_tokens"] == 40960
         assert store.verify_store(wd / "data/store") == {}
     finally:
-        cfg_path.write_text(original)
+        set_config(wd, original)
         assert set(planned(wd)) <= {"export", "all"}  # the old artefacts are all there; figures are re-copied
         run(wd)
         assert planned(wd) == {}

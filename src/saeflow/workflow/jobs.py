@@ -6,6 +6,7 @@ never imports Snakemake, so the library stays testable without it.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -47,6 +48,9 @@ def start(smk) -> tuple[dict, dict[str, Path], Path]:
     lock = store.key_lock(out)
     lock.__enter__()
     _HELD_LOCKS.append(lock)
+    # Released at exit while `os` is still importable (a generator finalised at interpreter teardown
+    # prints "Exception ignored ... 'NoneType' object has no attribute 'close'" into every job's log).
+    atexit.register(lock.__exit__, None, None, None)
     if store.is_complete(out):
         problems = store.verify_artefact(out)
         if problems:

@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) bench/cache.py
 	$(PY) bench/train.py
 	$(PY) bench/influence.py
+	$(PY) bench/steer.py
 
 clean:
 	rm -rf data figures .snakemake

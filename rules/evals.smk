@@ -1,5 +1,5 @@
 # Stage evals: reconstruction, feature-influence locality (entropy vs depth, ctx sweep, top contexts,
-# H_pos), probing, autocorrelation, geometry (saeflow.evals).
+# H_pos), probing, steering, autocorrelation, geometry (saeflow.evals).
 
 
 # FVU/EV, L0, dead/dense fractions, spliced CE and KL with bootstrap CIs
@@ -144,6 +144,30 @@ rule probe:
         gpu_mem_mb=res("gpu_mem_mb"),
     script:
         "../workflow/scripts/probe.py"
+
+
+# a latent's direction added over an alpha sweep vs diff-of-means and random controls
+rule steer:
+    input:
+        unpack(upstream_of),
+    output:
+        f"{STORE}/steer/{{key}}/{MANIFEST}",
+    params:
+        node=node_of,
+    log:
+        f"{LOGS}/steer/{{key}}.log",
+    benchmark:
+        f"{BENCH}/steer/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
+    threads: threads_of
+    resources:
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+        gpu=res("gpu"),
+        gpu_mem_mb=res("gpu_mem_mb"),
+    script:
+        "../workflow/scripts/steer.py"
 
 
 # per-latent activation autocorrelation, top examples, peak strips

@@ -100,6 +100,15 @@ BAD = [
     ("probe-k-over-d_sae", TINY, _set("probe.ks", [1, 129]), "probe.ks"),
     ("probe-ks-repeated", TINY, _set("probe.ks", [1, 2, 2]), "probe.ks"),
     ("probe-dictionaries-repeated", TINY, _set("probe.dictionaries", ["topk", "topk"]), "probe.dictionaries"),
+    # steering
+    ("steer-transcoder", TINY, _set("steer", {"dictionary": "transcoder"}), "steer.dictionary"),
+    ("steer-unknown-dictionary", TINY, _set("steer", {"dictionary": "nope"}), "steer.dictionary"),
+    ("steer-layer-not-analysed", TINY, _set("steer", {"dictionary": "topk", "layer": 0}), "steer.layer"),
+    ("steer-layer-word", TINY, _set("steer", {"dictionary": "topk", "layer": "middle"}), "steer.layer"),
+    ("steer-n_contrast-over-windows", TINY, _set("steer", {"dictionary": "topk", "n_contrast": 151}), "steer.n_contrast"),
+    ("steer-prompt-longer-than-windows", TINY, _set("steer", {"dictionary": "topk", "prompt_len": 25}), "steer.prompt_len"),
+    ("steer-fluency-cap-not-above-1", TINY, _set("steer", {"dictionary": "topk", "fluency_cap": 1}), "steer.fluency_cap"),
+    ("steer-alphas-empty", TINY, _set("steer", {"dictionary": "topk", "alphas": []}), "steer.alphas"),
     ("layers-repeated", TINY, _set("presets.t.layers", [1, 1]), "presets.t.layers"),
     ("k-zero", TINY, _set("dictionaries.transcoder.k", 0), "dictionaries.transcoder.k"),
     ("hf-preset-k-over-d_sae", TINY, _all(_with_hf_preset(d_model=2), _set("presets.h.layers", [0])),
@@ -177,7 +186,8 @@ def test_boundaries_are_accepted():
     c = copy.deepcopy(TINY)
     for m in (_set("probe.n_train", 150), _set("autocorr.n_docs", 150), _set("autocorr.max_lag", 22),
               _set("datasets.synthetic.doc_len", 23), _set("probe.ks", [1, 128]),
-              _set("dictionaries.topk.train_tokens", 256), _set("store", "/abs/store"), _set("figures_dir", "../figs")):
+              _set("dictionaries.topk.train_tokens", 256), _set("store", "/abs/store"), _set("figures_dir", "../figs"),
+              _set("steer", {"dictionary": "topk", "layer": 1, "n_contrast": 150, "prompt_len": 24})):
         m(c)
     cfg.validate(c)
 

@@ -1,4 +1,4 @@
-"""Rule eval_plots: the figures of probing, autocorrelation and geometry of one (preset, dataset)."""
+"""Rule eval_plots: the figures of probing, steering, autocorrelation and geometry of one (preset, dataset)."""
 import pandas as pd
 
 from saeflow.report import eval_figures
@@ -14,6 +14,11 @@ with store.write_artefact(out, node) as art:
         df = df.assign(task=df["task"] + ", L" + df["layer"].astype(str) + " " + df["dictionary"])
         eval_figures.probe_figure(df, art.path(f"probe__{lab['preset']}__{lab['dataset']}.png"),
                            f"Sparse probing, SAE latents vs residual baseline: {where}")
+    if "steer" in inputs:
+        s = store.read_json(inputs["steer"] / "summary.json")
+        eval_figures.steering_figure(pd.read_parquet(inputs["steer"] / "steering.parquet"), s,
+                                     art.path(f"steer__{lab['preset']}__{lab['dataset']}.png"),
+                                     f"Steering at layer {s['layer']} with {s['dictionary']}: {where}")
     if "autocorr" in inputs:
         m = store.read_manifest(inputs["autocorr"])
         for i, L in enumerate(m["params"]["layers"]):

@@ -179,3 +179,61 @@ def geometry_figure(pairwise: pd.DataFrame, summary: dict, path, title: str) -> 
     fig.tight_layout()
     save(fig, Path(path))
     plt.close(fig)
+
+
+STEER_COLOURS = {"latent": "C0", "diff_of_means": "C1", "random_vector": "0.45", "random_latent": "C4"}
+
+
+def steering_figure(table: pd.DataFrame, summary: dict, path, title: str) -> None:
+    """Steering (saeflow.evals.steering; seed 002's interference_all_compare): concept success, perplexity
+    of the continuation under the clean model (with the fluency cap) and last-token logit margin vs alpha
+    (multiples of the site's RMS norm), one line per direction with its 95% bootstrap band; and each
+    direction's effect at its best fluency-preserving alpha (success minus baseline on the held-out prompts)
+    with its CI. Saved atomically."""
+    from saeflow.report.plotting import finish, pyplot
+
+    need = {"direction", "alpha", "metric", "value", "lo", "hi"}
+    if need - set(table.columns):
+        raise ValueError(f"steering table: missing columns {sorted(need - set(table.columns))}")
+    plt = pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    panels = (("success", "concept success"), ("perplexity", "perplexity (clean model)"),
+              ("logit_margin", "last-token logit margin"))
+    for ax, (metric, ylabel) in zip(axes.flat, panels):
+        for d, g in table[table["metric"] == metric].groupby("direction", sort=False):
+            g = g.sort_values("alpha")
+            col = STEER_COLOURS.get(d, None)
+            ax.plot(g["alpha"], g["value"], marker="o", ms=3, color=col, label=d)
+            ax.fill_between(g["alpha"], g["lo"], g["hi"], color=col, alpha=0.18, lw=0)
+        if metric == "perplexity":
+            cap = summary["fluency_cap"] * summary["baseline_perplexity"]
+            ax.axhline(cap, color="red", ls="--", lw=1, label=f"fluency cap ({summary['fluency_cap']:g}x baseline)")
+            ax.set_yscale("log")
+        ax.axvline(0, color="grey", lw=0.7, ls=":")
+        ax.set_xlabel("alpha (x site RMS norm)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    axes[0, 1].legend(fontsize=8)
+    ax = axes[1, 1]
+    dirs = list(summary["directions"])
+    eff = np.array([summary["directions"][d]["effect"] for d in dirs])
+    lo = np.array([summary["directions"][d]["effect_lo"] for d in dirs])
+    hi = np.array([summary["directions"][d]["effect_hi"] for d in dirs])
+    ax.bar(range(len(dirs)), eff, color=[STEER_COLOURS.get(d, "C2") for d in dirs], alpha=0.8)
+    ax.errorbar(range(len(dirs)), eff, yerr=np.vstack([eff - lo, hi - eff]).clip(min=0), fmt="none", ecolor="k",
+                capsize=4)
+    labels = [f"{d}\nalpha={summary['directions'][d]['best_alpha']:g}"
+              + ("" if summary["directions"][d]["fluency_ok"] else "\n(no fluent alpha)") for d in dirs]
+    ax.set_xticks(range(len(dirs)), labels, fontsize=8)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_ylabel("effect on success (held-out prompts, 95% CI)")
+    h = summary["head_to_head"]
+    ax.set_title(f"latent - diff of means: {h['latent_minus_diff_of_means']:+.3f} [{h['lo']:+.3f}, {h['hi']:+.3f}]",
+                 fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+    c = summary["contrast"]
+    fig.suptitle(f"{title}\n{c['positive']} vs {c['negative']}; success: {c['success']}; prompts: "
+                 f"{summary['calibration']['chosen']} (n={summary['n_prompts']} x {summary['n_samples']})", fontsize=10)
+    fig.tight_layout()
+    finish(fig, path)

@@ -452,6 +452,27 @@ def check_semantics(config: dict, workdir: Path | str | None = None) -> None:
                     _require(d_sae is None or k <= d_sae, "probe.ks",
                              f"k={k} is more than d_sae={d_sae} of dictionary {dname!r} in preset {pname!r}; "
                              f"allowed values: 1..{d_sae}")
+    if config.get("steer"):
+        st = config["steer"]
+        saes = [d for d, s in dicts.items() if s["kind"] not in TRANSCODER_KINDS]
+        _require(st["dictionary"] in saes, "steer.dictionary",
+                 f"{st['dictionary']!r} must name an SAE dictionary (a transcoder's decoder writes to another site); "
+                 f"allowed values: {', '.join(saes)}")
+        steering = [n for n, pr in config["presets"].items() if st["dictionary"] in pr["dictionaries"]]
+        _require(bool(steering), "steer.dictionary", f"{st['dictionary']!r} is not listed by any preset; allowed values: "
+                 + ", ".join(sorted({d for pr in config["presets"].values() for d in pr["dictionaries"]} & set(saes))))
+        for pname in steering:
+            layers = config["presets"][pname]["layers"]
+            _require(st["layer"] in ("first", "last") or st["layer"] in layers, "steer.layer",
+                     f"{st['layer']!r} is not a layer of preset {pname!r}; allowed values: first, last, "
+                     + ", ".join(map(str, layers)))
+        _require(st["n_contrast"] is None or st["n_contrast"] <= win["n_train"], "steer.n_contrast",
+                 f"{st['n_contrast']} is more than windows.n_train={win['n_train']}; required: steer.n_contrast <= "
+                 f"{win['n_train']}")
+        _require(st["prompt_len"] <= ctx_len, "steer.prompt_len",
+                 f"{st['prompt_len']} is longer than the windows (ctx_len={ctx_len}); allowed values: 2..{ctx_len}")
+        _require(st["from_pos"] < st["prompt_len"] + st["max_new_tokens"], "steer.from_pos",
+                 f"{st['from_pos']} is past every position; allowed values: 0..{st['prompt_len'] + st['max_new_tokens'] - 1}")
     for section in ("autocorr", "geometry"):
         _require(not config.get(section) or bool(config.get("influence")), section,
                  "needs the `influence` section (it uses influence.dictionary and the H_pos results); "

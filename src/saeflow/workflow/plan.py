@@ -251,7 +251,8 @@ def build_plan(config: dict, workdir: Path | str) -> Plan:
                 results.update(_add_locality(plan, config, pname, ds, preset, lm, win, cache, corpora[ds],
                                              dicts_of_ds, device))
                 entropies[f"e{len(entropies)}"] = results["entropy_vs_depth"]
-            results.update(_add_evals(plan, config, pname, ds, preset, lm, win, dicts_of_ds, results.get("h_pos"), device))
+            results.update(_add_evals(plan, config, pname, ds, preset, lm, win, corpora[ds], dicts_of_ds,
+                                      results.get("h_pos"), device))
             if config.get("publish"):
                 runs[f"p{len(runs)}"] = _add_publish(plan, config, pname, ds, preset, results)
     summary = plan.add("recon_summary", {}, recons, {})
@@ -316,10 +317,11 @@ def _add_locality(plan: Plan, config: dict, pname: str, ds: str, preset: dict, l
             "locality_plots": plots}
 
 
-def _add_evals(plan: Plan, config: dict, pname: str, ds: str, preset: dict, lm: Node, win: Node, dicts: dict,
-               hpos: Node | None, device: str) -> dict[str, Node]:
-    """Sparse probing, activation autocorrelation and decoder geometry of one (preset, dataset), and their
-    figures (one plotting node, so a plotting fix reruns no computation); returns the nodes by role."""
+def _add_evals(plan: Plan, config: dict, pname: str, ds: str, preset: dict, lm: Node, win: Node, corpus: Node,
+               dicts: dict, hpos: Node | None, device: str) -> dict[str, Node]:
+    """Sparse probing, steering, activation autocorrelation and decoder geometry of one (preset, dataset),
+    and their figures (one plotting node, so a plotting fix reruns no computation); returns the nodes by
+    role."""
     layers = preset["layers"]
     labels = {"preset": pname, "dataset": ds}
     evals = {}
@@ -330,6 +332,15 @@ def _add_evals(plan: Plan, config: dict, pname: str, ds: str, preset: dict, lm: 
         up = {f"dict_L{L}_{d}": dicts[(L, d)] for L in layers for d in probed}
         evals["probe"] = plan.add("probe", {**pr, "layers": layers, "seed": config.get("seed", 0), "device": device},
                                   {"lm": lm, "windows": win, **up}, labels, device=device)
+    steer = config.get("steer")
+    labelled = spec["source"] != "hf" or spec.get("label_column")
+    if steer and steer["dictionary"] in preset["dictionaries"] and labelled:  # a contrast needs labels
+        L = {"first": layers[0], "last": layers[-1]}.get(steer["layer"], steer["layer"])
+        params = {**{k: v for k, v in steer.items() if k != "layer"}, "layer": L, "seed": config.get("seed", 0),
+                  "device": device}
+        evals["steer"] = plan.add("steer", params, {"lm": lm, "windows": win, "corpus": corpus,
+                                                    "dict": dicts[(L, steer["dictionary"])]},
+                                  {**labels, "layer": L, "dictionary": steer["dictionary"]}, device=device)
     if config.get("influence"):
         by_layer = {f"dict_L{L}": dicts[(L, influence_dictionary(config, pname))] for L in layers}
         if config.get("autocorr"):

@@ -25,7 +25,7 @@ def main(device="cpu", n_prompts=64, prompt_len=16, new=16, reps=5, batch_size=6
 
     from saeflow.evals import steering
 
-    model, tokens = model_and_tokens(n_windows=n_prompts, ctx=prompt_len + new)
+    model, tokens = model_and_tokens(n_windows=n_prompts, ctx=2 * (prompt_len + new))  # room for TL generate
     model = model.to(device)
     prompts = tokens[:, :prompt_len].numpy()
     v = steering.random_vector(model.cfg.d_model, 0, device)
@@ -58,8 +58,13 @@ def main(device="cpu", n_prompts=64, prompt_len=16, new=16, reps=5, batch_size=6
             times[k].append(timed(runs[k]))
     med = {k: statistics.median(t) for k, t in times.items()}
     tokens_out = n_prompts * new
-    # The greedy continuations of the two cache-free paths agree (bare vs TL's cached generate).
-    same = bool(np.array_equal(runs["bare"](), (runs["tl_generate_kv_cache"]()[:, prompt_len:]).cpu().numpy()))
+    # Greedy continuations: saeflow's loop vs TL's generate without and with its key-value cache.
+    bare = runs["bare"]()
+    no_cache = model.generate(torch.as_tensor(prompts, device=device), max_new_tokens=new, do_sample=False,
+                              verbose=False, use_past_kv_cache=False, stop_at_eos=False)[:, prompt_len:]
+    cached = runs["tl_generate_kv_cache"]()[:, prompt_len:]
+    same = bool(np.array_equal(bare, no_cache.cpu().numpy()))
+    agree_cached = float((bare == cached.cpu().numpy()).mean())
     write_result("steer" if device == "cpu" else f"steer_{device}", {
         "device": device, "threads": torch.get_num_threads(), "n_prompts": n_prompts, "prompt_len": prompt_len,
         "new_tokens": new, "batch_size": batch_size, "reps": reps,
@@ -67,7 +72,8 @@ def main(device="cpu", n_prompts=64, prompt_len=16, new=16, reps=5, batch_size=6
         "hook_overhead": med["steered"] / med["bare"] - 1, "goal_hook_overhead": 0.05,
         "batched_speedup_vs_one_at_a_time": med["one_at_a_time"] / med["steered"],
         "tl_kv_cache_speedup_vs_bare": med["bare"] / med["tl_generate_kv_cache"],
-        "bare_equals_tl_generate_greedy": same,
+        "bare_equals_tl_generate_no_cache_greedy": same,
+        "token_agreement_with_tl_generate_kv_cache": agree_cached,
     })
 
 

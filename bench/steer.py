@@ -24,10 +24,11 @@ def main(device="cpu", n_prompts=64, prompt_len=16, new=16, reps=5, batch_size=6
     import torch
 
     from saeflow.evals import steering
+    from saeflow.tensors import to_numpy
 
     model, tokens = model_and_tokens(n_windows=n_prompts, ctx=2 * (prompt_len + new))  # room for TL generate
     model = model.to(device)
-    prompts = tokens[:, :prompt_len].numpy()
+    prompts = to_numpy(tokens[:, :prompt_len])
     v = steering.random_vector(model.cfg.d_model, 0, device)
     hook = ("blocks.2.hook_resid_post", v, 4.0, 0)
 
@@ -63,8 +64,8 @@ def main(device="cpu", n_prompts=64, prompt_len=16, new=16, reps=5, batch_size=6
     no_cache = model.generate(torch.as_tensor(prompts, device=device), max_new_tokens=new, do_sample=False,
                               verbose=False, use_past_kv_cache=False, stop_at_eos=False)[:, prompt_len:]
     cached = runs["tl_generate_kv_cache"]()[:, prompt_len:]
-    same = bool(np.array_equal(bare, no_cache.cpu().numpy()))
-    agree_cached = float((bare == cached.cpu().numpy()).mean())
+    same = bool(np.array_equal(bare, to_numpy(no_cache)))
+    agree_cached = float((bare == to_numpy(cached)).mean())
     write_result("steer" if device == "cpu" else f"steer_{device}", {
         "device": device, "threads": torch.get_num_threads(), "n_prompts": n_prompts, "prompt_len": prompt_len,
         "new_tokens": new, "batch_size": batch_size, "reps": reps,

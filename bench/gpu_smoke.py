@@ -20,7 +20,6 @@ verify fails.
 import argparse
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,19 +28,15 @@ from pathlib import Path
 
 from _common import ROOT, write_result
 
-COPY = ["Snakefile", "DATASET.md", "rules", "workflow", "src/saeflow", "config", "envs", "profiles", "tests/configs"]
 LAYER = 1
 
 
 def workflow_copy(dst: Path) -> Path:
-    for rel in COPY:
-        src = ROOT / rel
-        if src.is_dir():
-            shutil.copytree(src, dst / rel, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / rel)
-    return dst
+    """The workflow files a run needs, copied as the workflow tests copy them (one list: test_workflow.COPY)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_workflow import copy_workflow
+
+    return copy_workflow(dst)
 
 
 def smoke_config(assets: Path, families: list[str], device: str) -> dict:

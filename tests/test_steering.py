@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformer_lens import HookedTransformer
 
-from saeflow.evals import steering
+from saeflow.evals import probe, steering
 from saeflow.models.lm import make_config
 
 HOOK = "blocks.1.hook_resid_post"
@@ -186,10 +186,11 @@ def test_best_alpha_respects_the_fluency_cap():
 
 
 def test_paired_effect_ci_covers_the_planted_difference():
+    """The steering effect is probe.paired_bootstrap_diff of success after vs before, over paired units."""
     rng = np.random.default_rng(0)
     before = rng.random(400) < 0.3
     after = before | (rng.random(400) < 0.3)  # success rises by about 0.21
-    e, lo, hi = steering.paired_effect(after, before, n_resamples=500, seed=0)
+    e, lo, hi = probe.paired_bootstrap_diff(after, before, n_resamples=500, seed=0)
     assert lo > 0.1 and hi < 0.35 and lo <= e <= hi
-    e0, lo0, hi0 = steering.paired_effect(before, before, n_resamples=200, seed=0)
+    e0, lo0, hi0 = probe.paired_bootstrap_diff(before, before, n_resamples=200, seed=0)
     assert e0 == lo0 == hi0 == 0

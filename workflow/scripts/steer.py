@@ -45,16 +45,14 @@ if meta_path.is_file():
     target_words = set(topics[target])
     contrast = {"kind": "planted_topic", "positive": f"topic {target}", "negative": "the other topics",
                 "success": "the continuation holds a word of the target topic"}
-
-    def a_b_words():
-        return topics[target], [w for z in neg_labels for w in topics[z]]
+    margin_words = (topics[target], [w for z in neg_labels for w in topics[z]])  # logit margin: target vs others
 else:
-    tr_idx, _, y_tr, _, task = probe.binary_task(win["train_label"], win["eval_label"])
+    *_, task = probe.binary_task(win["train_label"], win["eval_label"])
     pos_label, neg_labels = task["positive"], [task["negative"]]
     target_words = None
     contrast = {"kind": "labels", "positive": f"label {pos_label}", "negative": f"label {neg_labels[0]}",
                 "success": "a probe on clean pooled activations calls the continuation positive"}
-    a_b_words = None
+    margin_words = None
 
 train_pos = np.isin(win["train_label"], [pos_label])
 train_in = train_pos | np.isin(win["train_label"], neg_labels)
@@ -120,12 +118,12 @@ def run(prompts, steer=None):
 # Prompt calibration (ctrl-steer-v2): of the candidate prompt groups, the one whose clean success is
 # closest to steer.calibrate_to, so that steering has room to move it.
 groups = {"all": [pos_label, *neg_labels], "positive": [pos_label], **{f"label {z}": [z] for z in neg_labels}}
-scan = []
+scan, clean = [], {}
 for name, labels_ in groups.items():
     prompts = prompts_of(labels_)
     if len(prompts) < 4:
         continue
-    rep, conts = run(prompts)
+    rep, conts = clean[name] = run(prompts)
     s = success_of(rep, conts)
     scan.append({"group": name, "n_prompts": len(prompts), "baseline_success": float(s.mean())})
 if not scan:
@@ -137,10 +135,8 @@ unit_prompt = np.repeat(np.arange(n_p), n_samples)
 select = unit_prompt < n_p // 2          # the alpha is chosen on these prompts' units ...
 held = ~select                           # ... and the effect estimated on the others
 
-a_ids = b_ids = None
-if a_b_words is not None:
-    aw, bw = a_b_words()
-    a_ids, b_ids = ({tok.encode(" " + w, add_special_tokens=False)[0] for w in ws} for ws in (aw, bw))
+if margin_words is not None:
+    a_ids, b_ids = ({tok.encode(" " + w, add_special_tokens=False)[0] for w in ws} for ws in margin_words)
 else:  # tokens most over-represented in positive vs negative train windows, and the reverse
     counts = [np.bincount(win["train_tokens"][idx][m].ravel(), minlength=model.cfg.d_vocab) + 1.0
               for m in (train_pos[idx], ~train_pos[idx])]
@@ -157,7 +153,8 @@ for dname, (kind, latent, v) in directions.items():
             per[(dname, alpha)] = base
             continue
         steer = (hook, v, alpha * rms, p["from_pos"]) if alpha != 0 else None
-        rep, conts = run(prompts, steer)
+        # alpha = 0 is the chosen group's calibration run (same prompts, same seeds): not generated again
+        rep, conts = run(prompts, steer) if alpha != 0 else clean[chosen["group"]]
         texts = [decode(c) for c in conts]
         m = {"success": success_of(rep, conts),
              "perplexity": np.exp(steering.continuation_nll(model, rep, conts, p["batch_size"])),
@@ -196,20 +193,21 @@ for dname, (kind, latent, _) in directions.items():
     ppl = {a: per[(dname, a)]["perplexity"][select] for a in alphas}
     a_best, fluent = steering.best_alpha(succ, ppl, p["fluency_cap"])
     best[dname] = a_best
-    eff = steering.paired_effect(per[(dname, a_best)]["success"][held], per[(dname, 0.0)]["success"][held],
-                                 p["n_resamples"], p["seed"])
+    eff = probe.paired_bootstrap_diff(per[(dname, a_best)]["success"][held], per[(dname, 0.0)]["success"][held],
+                                      n_resamples=p["n_resamples"], seed=p["seed"])
     summary["directions"][dname] = {"kind": kind, "latent": latent, "best_alpha": a_best, "fluency_ok": fluent,
                                     "effect": eff[0], "effect_lo": eff[1], "effect_hi": eff[2],
                                     "success_at_best": float(per[(dname, a_best)]["success"][held].mean()),
                                     "baseline_success": float(per[(dname, 0.0)]["success"][held].mean())}
 # Controls also at the latent's alpha: the same intervention size, a different direction.
 for dname in steering.CONTROL_KINDS:
-    eff = steering.paired_effect(per[(dname, best["latent"])]["success"][held], per[(dname, 0.0)]["success"][held],
-                                 p["n_resamples"], p["seed"])
+    eff = probe.paired_bootstrap_diff(per[(dname, best["latent"])]["success"][held], per[(dname, 0.0)]["success"][held],
+                                      n_resamples=p["n_resamples"], seed=p["seed"])
     summary["directions"][dname].update(effect_at_latent_alpha=eff[0], effect_at_latent_alpha_lo=eff[1],
                                         effect_at_latent_alpha_hi=eff[2])
-h2h = steering.paired_effect(per[("latent", best["latent"])]["success"][held],
-                             per[("diff_of_means", best["diff_of_means"])]["success"][held], p["n_resamples"], p["seed"])
+h2h = probe.paired_bootstrap_diff(per[("latent", best["latent"])]["success"][held],
+                                  per[("diff_of_means", best["diff_of_means"])]["success"][held],
+                                  n_resamples=p["n_resamples"], seed=p["seed"])
 summary["head_to_head"] = {"latent_minus_diff_of_means": h2h[0], "lo": h2h[1], "hi": h2h[2]}
 tensors.require_finite({"value": table["value"], "lo": table["lo"], "hi": table["hi"],
                         **{f"{d}.effect": s["effect"] for d, s in summary["directions"].items()},

@@ -28,10 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from saeflow.evals.bootstrap import bootstrap_ci
 from saeflow.tensors import to_numpy
 
-DIRECTION_KINDS = ("latent", "diff_of_means", "random_vector", "random_latent")
 CONTROL_KINDS = ("random_vector", "random_latent")
 
 
@@ -278,9 +276,3 @@ def best_alpha(success: dict, ppl: dict, cap: float) -> tuple[float, bool]:
         return 0.0, False
     # ties: the smaller alpha (the gentler intervention)
     return max(fluent, key=lambda a: (float(np.mean(success[a])), -a)), True
-
-
-def paired_effect(after, before, n_resamples: int, seed: int, confidence: float = 0.95) -> tuple[float, float, float]:
-    """mean(after - before) over paired units, with its percentile bootstrap CI (saeflow.evals.bootstrap)."""
-    a, b = np.asarray(after, np.float64), np.asarray(before, np.float64)
-    return bootstrap_ci(a - b, n_resamples=n_resamples, confidence=confidence, seed=seed)

@@ -431,10 +431,10 @@ def check_semantics(config: dict, workdir: Path | str | None = None) -> None:
                      f"{ctx_len} needs ctx_len - 1 = {ctx_len - 1} document tokens after BOS, but synthetic dataset "
                      f"{ds!r} has doc_len={spec['doc_len']} words (each at least one token); allowed values: "
                      f"4..{spec['doc_len'] + 1} (ctx_len <= doc_len + 1)")
+    saes = [d for d, s in dicts.items() if s["kind"] not in TRANSCODER_KINDS]  # what probing and steering accept
+    listed = sorted({d for p in config["presets"].values() for d in p["dictionaries"]})
     if config.get("probe"):
         probe = config["probe"]
-        saes = [d for d, s in dicts.items() if s["kind"] not in TRANSCODER_KINDS]
-        listed = sorted({d for p in config["presets"].values() for d in p["dictionaries"]})
         for dname in probe["dictionaries"]:
             _require(dname in dicts and dicts[dname]["kind"] not in TRANSCODER_KINDS, "probe.dictionaries",
                      f"{dname!r} must name an SAE dictionary; allowed values: {', '.join(saes)}")
@@ -454,13 +454,12 @@ def check_semantics(config: dict, workdir: Path | str | None = None) -> None:
                              f"allowed values: 1..{d_sae}")
     if config.get("steer"):
         st = config["steer"]
-        saes = [d for d, s in dicts.items() if s["kind"] not in TRANSCODER_KINDS]
         _require(st["dictionary"] in saes, "steer.dictionary",
                  f"{st['dictionary']!r} must name an SAE dictionary (a transcoder's decoder writes to another site); "
                  f"allowed values: {', '.join(saes)}")
         steering = [n for n, pr in config["presets"].items() if st["dictionary"] in pr["dictionaries"]]
         _require(bool(steering), "steer.dictionary", f"{st['dictionary']!r} is not listed by any preset; allowed values: "
-                 + ", ".join(sorted({d for pr in config["presets"].values() for d in pr["dictionaries"]} & set(saes))))
+                 + ", ".join(d for d in listed if d in saes))
         for pname in steering:
             layers = config["presets"][pname]["layers"]
             _require(st["layer"] in ("first", "last") or st["layer"] in layers, "steer.layer",

@@ -13,8 +13,6 @@ import os
 import sys
 from pathlib import Path
 
-_HELD_LOCKS: list = []  # key locks held until the job's process exits
-
 
 def start(smk) -> tuple[dict, dict[str, Path], Path]:
     """(node, upstream artefact dirs by role, output dir) for the job described by `smk`.
@@ -47,9 +45,9 @@ def start(smk) -> tuple[dict, dict[str, Path], Path]:
     out = _artefact_dir(smk.output[0])
     lock = store.key_lock(out)
     lock.__enter__()
-    _HELD_LOCKS.append(lock)
-    # Released at exit while `os` is still importable (a generator finalised at interpreter teardown
-    # prints "Exception ignored ... 'NoneType' object has no attribute 'close'" into every job's log).
+    # Held until the process exits, and released then while `os` is still importable (a generator
+    # finalised at interpreter teardown prints "Exception ignored ... 'NoneType' object has no attribute
+    # 'close'" into every job's log).
     atexit.register(lock.__exit__, None, None, None)
     if store.is_complete(out):
         problems = store.verify_artefact(out)

@@ -326,15 +326,15 @@ def _add_evals(plan: Plan, config: dict, pname: str, ds: str, preset: dict, lm: 
     labels = {"preset": pname, "dataset": ds}
     evals = {}
     spec = config["datasets"][ds]
+    labelled = spec["source"] != "hf" or spec.get("label_column")  # probing and a steering contrast need labels
     probed = [d for d in (config.get("probe") or {}).get("dictionaries", []) if d in preset["dictionaries"]]
-    if probed and (spec["source"] != "hf" or spec.get("label_column")):  # probing needs labels
+    if probed and labelled:
         pr = {**config["probe"], "dictionaries": probed}
         up = {f"dict_L{L}_{d}": dicts[(L, d)] for L in layers for d in probed}
         evals["probe"] = plan.add("probe", {**pr, "layers": layers, "seed": config.get("seed", 0), "device": device},
                                   {"lm": lm, "windows": win, **up}, labels, device=device)
     steer = config.get("steer")
-    labelled = spec["source"] != "hf" or spec.get("label_column")
-    if steer and steer["dictionary"] in preset["dictionaries"] and labelled:  # a contrast needs labels
+    if steer and steer["dictionary"] in preset["dictionaries"] and labelled:
         L = {"first": layers[0], "last": layers[-1]}.get(steer["layer"], steer["layer"])
         params = {**{k: v for k, v in steer.items() if k != "layer"}, "layer": L, "seed": config.get("seed", 0),
                   "device": device}

@@ -80,8 +80,9 @@ def test_family_matches_hf_and_runs_downstream(family, tiny, tmp_path):
 
     # BOS: the tokenizer's, or (Qwen2, no BOS token) its EOS, as TransformerLens/sae-lens use.
     bos = hf.bos_id(spec, tok)
-    assert bos == (tok.eos_token_id if family == "qwen2" else tok.bos_token_id) and bos is not None
-    assert (tok.bos_token is None) == (family == "qwen2")
+    qwen = family in ("qwen2", "qwen3")
+    assert bos == (tok.eos_token_id if qwen else tok.bos_token_id) and bos is not None
+    assert (tok.bos_token is None) == qwen
     assert model.cfg.default_prepend_bos is True
 
     windows = _windows(spec, tok)

@@ -47,7 +47,7 @@ How TransformerLens is made to load a local (or pinned) model, offline. ``Hooked
 takes ``hf_model=`` (weights) and ``tokenizer=``, but builds its *config* by name: TL 3.9.0's
 ``loading_from_pretrained.convert_hf_model_config(official_name)`` calls
 ``AutoConfig.from_pretrained(official_name)`` (a hub request, at the *unpinned* main revision) for GPT-2,
-GPT-NeoX and Qwen2, and hard-codes the whole config by name for Llama-3.x and Gemma-2 (so a tiny Llama saved
+GPT-NeoX, Qwen2 and Qwen3, and hard-codes the whole config by name for Llama-3.x and Gemma-2 (so a tiny Llama saved
 locally would be built with the real 2048-wide shapes). ``hf_model.config`` reaches it only as ``hf_cfg``,
 from which TL takes nothing but ``vocab_size`` (and Qwen2's rope theta); a local path as the model name is
 refused by ``from_pretrained`` (``get_official_model_name``). So ``load_hooked`` calls ``from_pretrained``
@@ -66,7 +66,7 @@ position 0 (``exclude_bos=True``), as everywhere else in saeflow. Per family:
   ``default_prepend_bos=False``); with ``prepend_bos`` we prepend it.
 - Llama-3: ``<|begin_of_text|>`` (128000), added by the tokenizer itself.
 - Gemma-2: ``<bos>`` (2), added by the tokenizer itself; sae-lens' Gemma Scope config has prepend_bos True.
-- Qwen2: the tokenizer has **no** BOS token. TL sets ``tokenizer.bos_token = eos_token``
+- Qwen2 and Qwen3: the tokenizer has **no** BOS token. TL sets ``tokenizer.bos_token = eos_token``
   (``<|endoftext|>``, 151643) and does not prepend by default; sae-lens with ``prepend_bos=True`` (its
   default) then prepends that token. We do the same: ``bos_id`` returns the EOS id for a tokenizer without
   BOS, so position 0 is ``<|endoftext|>`` (Qwen2's document separator).
@@ -82,7 +82,10 @@ Family caveats: Gemma-2 soft-caps attention scores (tanh, 50) and final logits (
 cannot soft-cap), so HF references use eager attention. Qwen2-0.5B's n_ctx is its max_position_embeddings
 (TL builds masks and rotary tables lazily, so that costs nothing).
 Llama-3.2 uses llama3 ("NTK-by-parts") rope scaling; TL caps its n_ctx at 2048 (``influence`` refuses longer
-windows). Qwen2 has q/k/v biases and tied embeddings. Pythia uses parallel attention/MLP and rotary on 25%
+windows). Qwen2 has q/k/v biases and tied embeddings. Qwen3 has no q/k/v biases but RMS-normalises each
+query and key head (TL ``use_qk_norm``), GQA, head_dim 128 (not d_model / n_heads) and, for the 4B model,
+tied embeddings; TL sets its n_ctx to 2048. TL 3.9 names Qwen3-4B but not Qwen3-4B-Instruct-2507 (same
+architecture and shapes): the qwen3-4b preset loads the Instruct weights through the Qwen/Qwen3-4B conversion. Pythia uses parallel attention/MLP and rotary on 25%
 of each head.
 
 torch, transformers and transformer_lens are imported inside the functions.
@@ -97,7 +100,7 @@ import re
 import threading
 from pathlib import Path
 
-FAMILIES = ("gpt2", "gpt-neox", "llama", "qwen2", "gemma2")
+FAMILIES = ("gpt2", "gpt-neox", "llama", "qwen2", "qwen3", "gemma2")
 
 
 PROCESSING = ("none", "default")
@@ -121,6 +124,9 @@ PAPER_MODELS = {
                    "d_model": 768, "processing": "none"},  # "default" for gpt2-small-res-jb
     "qwen2-0.5b": {"family": "qwen2", "hf_id": "Qwen/Qwen2-0.5B", "tl_name": "Qwen/Qwen2-0.5B", "n_layers": 24,
                    "d_model": 896, "processing": "none"},
+    # TL 3.9 has no Instruct-2507 name: its Qwen/Qwen3-4B conversion (same architecture and shapes) loads it.
+    "qwen3-4b": {"family": "qwen3", "hf_id": "Qwen/Qwen3-4B-Instruct-2507", "tl_name": "Qwen/Qwen3-4B",
+                 "n_layers": 36, "d_model": 2560, "processing": "none"},
     "llama-3.2-1b": {"family": "llama", "hf_id": "unsloth/Llama-3.2-1B", "tl_name": "meta-llama/Llama-3.2-1B",
                      "n_layers": 16, "d_model": 2048, "processing": "none"},
     "gemma-2-2b": {"family": "gemma2", "hf_id": "google/gemma-2-2b", "tl_name": "google/gemma-2-2b",
@@ -132,7 +138,7 @@ PAPER_MODELS = {
 
 # TransformerLens official name of the paper model of each family (random models borrow its conversion).
 FAMILY_TL_NAME = {"gpt2": "gpt2", "gpt-neox": "EleutherAI/pythia-70m-deduped", "llama": "meta-llama/Llama-3.2-1B",
-                  "qwen2": "Qwen/Qwen2-0.5B", "gemma2": "google/gemma-2-2b"}
+                  "qwen2": "Qwen/Qwen2-0.5B", "qwen3": "Qwen/Qwen3-4B", "gemma2": "google/gemma-2-2b"}
 
 
 SAELENS_PROCESSING = {
@@ -256,7 +262,7 @@ def save_tokenizer(spec: dict, out_dir: str | Path) -> Path:
 
 
 def bos_id(spec: dict, tokenizer) -> int | None:
-    """Token id at position 0 of every window: the tokenizer's BOS, or its EOS when it has no BOS (Qwen2, as
+    """Token id at position 0 of every window: the tokenizer's BOS, or its EOS when it has no BOS (Qwen2/3, as
     TransformerLens and sae-lens do); None when ``spec["prepend_bos"]`` is false."""
     if not check_spec(spec)["prepend_bos"]:
         return None
@@ -294,7 +300,7 @@ def _rope(hf_config) -> dict:
 
 def tl_overrides(hf_config) -> dict:
     """HookedTransformerConfig fields that TL 3.9.0 hard-codes by model name (Llama-3.x, Gemma-2), computed
-    from the HF config instead; {} for families whose TL config is read from the HF config (GPT-2, NeoX, Qwen2).
+    from the HF config instead; {} for families whose TL config is read from the HF config (GPT-2, NeoX, Qwen2, Qwen3).
     For the real paper models every value equals TL's own (tested), so applying them changes nothing there."""
     mt = hf_config.model_type
     if mt not in ("llama", "gemma2"):

@@ -1,5 +1,5 @@
 """Tiny randomly initialised Hugging Face models of every architecture family (GPT-2, GPT-NeoX,
-Llama, Qwen2, Gemma-2), saved with a locally trained tokenizer: stand-ins for the paper presets' models that
+Llama, Qwen2, Qwen3, Gemma-2), saved with a locally trained tokenizer: stand-ins for the paper presets' models that
 load through exactly the same path (``saeflow.models.hf.load_hooked``), offline.
 """
 
@@ -16,6 +16,7 @@ _SPECIALS = {
     "gpt-neox": (["<|endoftext|>", "<|padding|>"], ("<|endoftext|>", "<|endoftext|>", "<|padding|>")),
     "llama": (["<|begin_of_text|>", "<|end_of_text|>"], ("<|begin_of_text|>", "<|end_of_text|>", None)),
     "qwen2": (["<|endoftext|>"], (None, "<|endoftext|>", "<|endoftext|>")),
+    "qwen3": (["<|endoftext|>", "<|im_start|>", "<|im_end|>"], (None, "<|im_end|>", "<|endoftext|>")),
     "gemma2": (["<pad>", "<eos>", "<bos>"], ("<bos>", "<eos>", "<pad>")),
 }
 
@@ -24,6 +25,12 @@ _ADDS_BOS = ("llama", "gemma2")  # tokenizers whose encode() prepends BOS, as th
 
 
 _TINY_VOCAB = 400
+
+
+# ChatML, as the Qwen3 Instruct tokenizers render a conversation (without their tool/thinking branches).
+_CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+_CHAT_TEMPLATES = {"qwen3": _CHATML}
 
 
 def _train_family_tokenizer(family: str, out_dir: Path, vocab_size: int = _TINY_VOCAB):
@@ -46,6 +53,8 @@ def _train_family_tokenizer(family: str, out_dir: Path, vocab_size: int = _TINY_
         tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
                                                            special_tokens=[(bos, bid)])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad)
+    if family in _CHAT_TEMPLATES:
+        fast.chat_template = _CHAT_TEMPLATES[family]
     fast.save_pretrained(str(out_dir))
     return AutoTokenizer.from_pretrained(str(out_dir))  # TL rejects in-memory tokenizers: always reload
 
@@ -57,10 +66,10 @@ def family_config(family: str, size: str = "tiny", vocab_size: int | None = None
     initializer_range 0.1 (so attention is far from uniform and positional/rotary/window errors show);
     Gemma-2 with sliding_window 4 and soft caps 5 (attention) / 3 (logits) so both mechanisms act on short
     windows; Llama with the llama3 rope scaling of Llama-3.2. size "real": the shapes of the paper model
-    (gpt2-small, pythia-70m-deduped, Qwen2-0.5B, Llama-3.2-1B, gemma-2-2b). ``vocab_size`` defaults to the
+    (gpt2-small, pythia-70m-deduped, Qwen2-0.5B, Qwen3-4B-Instruct-2507, Llama-3.2-1B, gemma-2-2b). ``vocab_size`` defaults to the
     real vocabulary; ``special_ids`` = {"bos", "eos", "pad"} token ids.
     """
-    from transformers import Gemma2Config, GPT2Config, GPTNeoXConfig, LlamaConfig, Qwen2Config
+    from transformers import Gemma2Config, GPT2Config, GPTNeoXConfig, LlamaConfig, Qwen2Config, Qwen3Config
 
     _check_family(family, size)
     ids = special_ids or {}
@@ -68,6 +77,7 @@ def family_config(family: str, size: str = "tiny", vocab_size: int | None = None
     real = {"gpt2": dict(layers=12, d=768, heads=12, vocab=50257),
             "gpt-neox": dict(layers=6, d=512, heads=8, mlp=2048, vocab=50304),
             "qwen2": dict(layers=24, d=896, heads=14, kv=2, mlp=4864, vocab=151936),
+            "qwen3": dict(layers=36, d=2560, heads=32, kv=8, mlp=9728, vocab=151936, head=128),
             "llama": dict(layers=16, d=2048, heads=32, kv=8, mlp=8192, vocab=128256, head=64),
             "gemma2": dict(layers=26, d=2304, heads=8, kv=4, mlp=9216, vocab=256000, head=256)}[family]
     s = {**real, "init": 0.02}
@@ -98,6 +108,15 @@ def family_config(family: str, size: str = "tiny", vocab_size: int | None = None
             initializer_range=s["init"], tie_word_embeddings=True,
             bos_token_id=ids.get("eos", 151643), eos_token_id=ids.get("eos", 151643),
             architectures=["Qwen2ForCausalLM"])
+    if family == "qwen3":
+        return Qwen3Config(
+            num_hidden_layers=s["layers"], hidden_size=s["d"], num_attention_heads=s["heads"],
+            num_key_value_heads=s["kv"], head_dim=s["head"], intermediate_size=s["mlp"],
+            max_position_embeddings=262144, vocab_size=vocab, hidden_act="silu", rms_norm_eps=1e-6,
+            rope_parameters={"rope_type": "default", "rope_theta": 5000000.0}, use_sliding_window=False,
+            attention_bias=False, initializer_range=s["init"], tie_word_embeddings=True,
+            bos_token_id=ids.get("pad", 151643), eos_token_id=ids.get("eos", 151645),
+            architectures=["Qwen3ForCausalLM"])
     if family == "llama":
         return LlamaConfig(
             num_hidden_layers=s["layers"], hidden_size=s["d"], num_attention_heads=s["heads"],

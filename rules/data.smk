@@ -3,6 +3,8 @@
 
 # one dataset's documents as Parquet (stdlib, synthetic, Hugging Face)
 rule corpus:
+    input:
+        unpack(upstream_of),
     output:
         f"{STORE}/corpus/{{key}}/{MANIFEST}",
     params:

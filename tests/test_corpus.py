@@ -341,3 +341,44 @@ def test_load_hf_documents_data_files_json_lines_and_joined_columns(tmp_path):
     assert docs[0].text == "go\npackage main"
     with pytest.raises(ValueError, match="data_files"):
         corpus.load_hf_documents("a/b", "0" * 40, "train", local_dir=str(tmp_path), data_files="nope/*")
+
+
+def test_mix_documents_labels_by_part_and_is_seeded():
+    code = [Document(i, f"f{i}.py", f"def f{i}(): pass", label=7) for i in range(5)]
+    math = [Document(i, f"row{i}", f"{i} + {i} = {2 * i}") for i in range(3)]
+    mixed = corpus.mix_documents([code, math], ["code", "math"], max_docs_per_part=4, seed=1, balance=False)
+    assert [d.doc_id for d in mixed] == list(range(7))
+    assert sorted((d.source, d.label) for d in mixed) == sorted(
+        [(f"code/f{i}.py", 0) for i in range(4)] + [(f"math/row{i}", 1) for i in range(3)])
+    assert all(d.text.startswith("def") == (d.label == 0) for d in mixed)
+    again = corpus.mix_documents([code, math], ["code", "math"], max_docs_per_part=4, seed=1, balance=False)
+    other = corpus.mix_documents([code, math], ["code", "math"], max_docs_per_part=4, seed=2, balance=False)
+    assert again == mixed and [d.source for d in other] != [d.source for d in mixed]
+    with pytest.raises(ValueError, match="'math' of the mixture has no documents"):
+        corpus.mix_documents([code, []], ["code", "math"])
+
+
+def test_mix_documents_balances_parts_by_characters():
+    """A part of long files is cut to about the characters of the smallest part (windows are drawn by
+    length): here 3 short math rows (~30 chars) against 100-char code files keep one code file."""
+    code = [Document(i, f"f{i}.py", "x = 1\n" * 17) for i in range(5)]           # 102 chars each
+    math = [Document(i, f"row{i}", f"{i} + {i} = {2 * i} ok") for i in range(3)]  # ~12 chars each
+    mixed = corpus.mix_documents([code, math], ["code", "math"])
+    chars = {z: sum(len(d.text) for d in mixed if d.label == z) for z in (0, 1)}
+    assert [d.label for d in mixed].count(0) == 1 and [d.label for d in mixed].count(1) == 3
+    assert chars[1] <= chars[0] <= chars[1] + 102
+
+
+def test_split_documents_stratified_by_label():
+    """Labels 0 (50 docs) and 1 (3 docs): each label is split on its own, so both splits hold both labels
+    (an unstratified 10% split of 53 would often hold no label-1 document); each label's split follows the
+    unstratified rule for its size."""
+    labels = np.array([0] * 50 + [1] * 3)
+    np.random.default_rng(0).shuffle(labels)
+    tr, ev = windows.split_documents(len(labels), 0.1, seed=4, labels=labels)
+    assert np.array_equal(np.sort(np.concatenate([tr, ev])), np.arange(len(labels)))
+    assert set(labels[ev]) == set(labels[tr]) == {0, 1}
+    assert (labels[ev] == 0).sum() == 5 and (labels[ev] == 1).sum() == 1
+    assert np.array_equal(windows.split_documents(len(labels), 0.1, 4, labels)[1], ev)
+    with pytest.raises(ValueError, match="labels: 2 labels for 53 documents"):
+        windows.split_documents(53, 0.1, 4, labels=[0, 1])

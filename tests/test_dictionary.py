@@ -46,9 +46,15 @@ def _batches(transcode, data=TRAIN, bs=BS):
     return lambda: ((x[i:i + bs], y[i:i + bs] if transcode else None) for i in range(0, len(x), bs))
 
 
+L1 = 0.5  # saelens-relu: L0 ~ 10 (3 planted atoms per token), FVU ~ 0.1 after 300 steps
+
+
 def _train(kind, out_dir, n_tokens=N_TOKENS, **kw):
     tc = kind in training.TRANSCODER_KINDS
-    return training.train_dictionary(kind, _batches(tc), D_IN, D_SAE, K, n_tokens, BS, LR, seed=0, out_dir=out_dir,
+    if kind not in training.TOPK_KINDS:
+        kw.setdefault("l1_coefficient", L1)
+    k = K if kind in training.TOPK_KINDS else None
+    return training.train_dictionary(kind, _batches(tc), D_IN, D_SAE, k, n_tokens, BS, LR, seed=0, out_dir=out_dir,
                               hook_name=HOOK, hook_name_out=HOOK_OUT if tc else None,
                               check_batch=(HELD_OUT[0], HELD_OUT[1] if tc else None), progress=False, **kw)
 
@@ -69,7 +75,10 @@ def test_training_reduces_fvu_and_logs_curve(results, kind):
     first, last = res.curve[0]["fvu"], res.curve[-1]["fvu"]
     assert last < 0.5 * first, (kind, first, last)
     assert 0 < last < 0.3
-    assert all(0 < row["l0"] <= K and 0 <= row["dead_frac"] <= 1 for row in res.curve)
+    topk = kind in training.TOPK_KINDS
+    assert all(0 < row["l0"] <= (K if topk else D_SAE) and 0 <= row["dead_frac"] <= 1 for row in res.curve)
+    # ReLU: sparsity comes from the L1 penalty alone, dense at the start and sparse by the end
+    assert 0 < res.curve[-1]["l0"] <= (K if topk else D_SAE / 8) < res.curve[0]["l0"] or topk
 
 
 @pytest.mark.parametrize("kind", training.KINDS)
@@ -78,14 +87,18 @@ def test_saelens_dir_reproduces_trained_model(results, kind):
     sae = formats.load_saelens(res.saelens_dir)
     x, y = HELD_OUT
     with torch.no_grad():
-        if kind == "saelens-topk":
+        if kind in training.SAELENS_KINDS:
             expected = res.model.decode(res.model.encode(x))
         else:
             expected = res.model(x, y if kind in training.TRANSCODER_KINDS else None).sae_out
         got = codes.reconstruct(sae, x)
         f = codes.encode(sae, x)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-    assert ((f != 0).sum(-1) <= K).all() and sae.cfg.metadata.hook_name == HOOK
+    assert sae.cfg.metadata.hook_name == HOOK
+    if kind in training.TOPK_KINDS:
+        assert ((f != 0).sum(-1) <= K).all()
+    else:  # sae-lens' own ReLU SAE, and sparse: fewer than a tenth of the latents per token on average
+        assert type(sae).__name__ == "StandardSAE" and (f != 0).sum(-1).float().mean() < D_SAE / 10
     if kind in training.TRANSCODER_KINDS:
         assert type(sae).__name__ == "TopKSkipTranscoder" and sae.cfg.metadata.hook_name_out == HOOK_OUT
         # decode() omits the skip term; reconstruct() adds it
@@ -107,10 +120,22 @@ def test_native_reload_and_fidelity(results, kind):
     assert fid["n_tokens"] == len(HELD_OUT[0]) and fid["max_abs_recon_diff"] < 1e-4
 
 
-def test_saelens_kind_has_no_conversion(results):
-    res = results["saelens-topk"]
+@pytest.mark.parametrize("kind", training.SAELENS_KINDS)
+def test_saelens_kind_has_no_conversion(results, kind):
+    res = results[kind]
     assert res.native_dir is None and res.fidelity is None
     assert sorted(p.name for p in res.saelens_dir.iterdir()) == ["cfg.json", "sae_weights.safetensors"]
+
+
+def test_relu_kind_takes_l1_not_k(tmp_path):
+    with pytest.raises(ValueError, match="k=None and l1_coefficient > 0"):
+        training.train_dictionary("saelens-relu", _batches(False), D_IN, D_SAE, K, BS, BS, LR, 0, tmp_path, HOOK,
+                                  l1_coefficient=1.0)
+    with pytest.raises(ValueError, match="k=None and l1_coefficient > 0"):
+        training.train_dictionary("saelens-relu", _batches(False), D_IN, D_SAE, None, BS, BS, LR, 0, tmp_path, HOOK)
+    with pytest.raises(ValueError, match="l1_coefficient is only for saelens-relu"):
+        training.train_dictionary("saelens-topk", _batches(False), D_IN, D_SAE, K, BS, BS, LR, 0, tmp_path, HOOK,
+                                  l1_coefficient=1.0)
 
 
 def test_wrong_conversion_is_detected(results):
@@ -257,8 +282,10 @@ def test_a_nan_activation_fails_training_at_its_step(tmp_path, kind):
     x[5 * BS + 3, 7] = float("nan")  # in the 6th batch of the (unshuffled) stream
     tc = kind in training.TRANSCODER_KINDS
     with pytest.raises(FloatingPointError, match=r"at step 6 .*non-finite activations"):
-        training.train_dictionary(kind, _batches(tc, (x, y)), D_IN, D_SAE, K, 20 * BS, BS, LR, seed=0, out_dir=tmp_path,
-                           hook_name=HOOK, hook_name_out=HOOK_OUT if tc else None, progress=False)
+        topk = kind in training.TOPK_KINDS
+        training.train_dictionary(kind, _batches(tc, (x, y)), D_IN, D_SAE, K if topk else None, 20 * BS, BS, LR,
+                                  seed=0, out_dir=tmp_path, hook_name=HOOK, hook_name_out=HOOK_OUT if tc else None,
+                                  progress=False, l1_coefficient=None if topk else L1)
     assert not any(tmp_path.iterdir()), "nothing is saved"
 
 

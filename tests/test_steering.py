@@ -194,3 +194,32 @@ def test_paired_effect_ci_covers_the_planted_difference():
     assert lo > 0.1 and hi < 0.35 and lo <= e <= hi
     e0, lo0, hi0 = probe.paired_bootstrap_diff(before, before, n_resamples=200, seed=0)
     assert e0 == lo0 == hi0 == 0
+
+
+def test_chat_wrap_renders_the_template_around_the_kept_prompt_tokens(tmp_path):
+    """On the tiny Qwen3 stand-in (ChatML template): [BOS] + template prefix + the prompt's own tokens + the
+    generation prompt, identical to tokenising the rendered chat; a tokenizer without a template is refused
+    naming steer.chat_template."""
+    from saeflow.models import hf, random_models
+
+    spec = random_models.random_model("qwen3", tmp_path / "qwen3", "tiny", seed=0)
+    tok = hf.load_tokenizer(spec)
+    body = [tok.encode(t, add_special_tokens=False) for t in ("alpha beta gamma", "delta epsilon zeta")]
+    n = min(map(len, body))
+    bos = hf.bos_id(spec, tok)
+    prompts = np.array([[bos, *b[:n]] for b in body])
+    wrapped = steering.chat_wrap(tok, prompts)
+    for row, b in zip(wrapped, body):
+        text = tok.decode(b[:n])
+        rendered = tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                           add_generation_prompt=True)
+        assert rendered.startswith("<|im_start|>user\n") and rendered.endswith("<|im_end|>\n<|im_start|>assistant\n")
+        assert row[0] == bos and tok.decode(row[1:]) == rendered
+        k = len(tok.encode("<|im_start|>user\n", add_special_tokens=False))
+        assert row[1 + k: 1 + k + n].tolist() == b[:n]  # the prompt's tokens are kept, not re-tokenised
+    suffix = tok.encode("<|im_end|>\n<|im_start|>assistant\n", add_special_tokens=False)
+    assert wrapped.shape == (2, prompts.shape[1] + k + len(suffix)) and wrapped[0, -len(suffix):].tolist() == suffix
+    assert np.array_equal(wrapped[0, : 1 + k], wrapped[1, : 1 + k])
+    plain = random_models.random_model("qwen2", tmp_path / "qwen2", "tiny", seed=0)
+    with pytest.raises(ValueError, match=r"^steer.chat_template: .*no chat template"):
+        steering.chat_wrap(hf.load_tokenizer(plain), prompts)

@@ -4,9 +4,11 @@ against the diff-of-means, random-vector and random-latent directions (saeflow.e
 
 Contrast: synthetic datasets, the planted topic `steer.target` (positive) vs the other topics, and the
 concept success of a generation is the planted rule "its continuation holds a word of the target topic";
-other datasets, the two most frequent document labels of the train windows (as probing), and success is
+other datasets, `steer.labels` [positive, negative] (default: the two most frequent document labels of the
+train windows, as probing; a mixture's labels are its parts), and success is
 a logistic-regression probe, trained on clean pooled site activations of the train windows, calling the
-continuation positive.
+continuation positive. With `steer.chat_template` every prompt is a user turn of the tokenizer's chat
+template and the model continues as the assistant (steering.chat_wrap).
 """
 import json
 
@@ -47,10 +49,22 @@ if meta_path.is_file():
                 "success": "the continuation holds a word of the target topic"}
     margin_words = (topics[target], [w for z in neg_labels for w in topics[z]])  # logit margin: target vs others
 else:
-    *_, task = probe.binary_task(win["train_label"], win["eval_label"])
-    pos_label, neg_labels = task["positive"], [task["negative"]]
+    if p.get("labels"):
+        pos_label, neg = p["labels"]
+        present = sorted(set(win["train_label"].tolist()) & set(win["eval_label"].tolist()) - {-1})
+        for z in (pos_label, neg):
+            if z not in present:
+                raise ValueError(f"steer.labels: label {z} is in no train or no eval window of the dataset; allowed "
+                                 f"values: {', '.join(map(str, present))}")
+        neg_labels = [neg]
+    else:
+        *_, task = probe.binary_task(win["train_label"], win["eval_label"])
+        pos_label, neg_labels = task["positive"], [task["negative"]]
     target_words = None
-    contrast = {"kind": "labels", "positive": f"label {pos_label}", "negative": f"label {neg_labels[0]}",
+    mix_path = inputs["corpus"] / "mixture.json"
+    part = store.read_json(mix_path)["parts"] if mix_path.is_file() else {}
+    name = {z: f"label {z}" + (f" ({part[str(z)]})" if str(z) in part else "") for z in (pos_label, *neg_labels)}
+    contrast = {"kind": "labels", "positive": name[pos_label], "negative": name[neg_labels[0]],
                 "success": "a probe on clean pooled activations calls the continuation positive"}
     margin_words = None
 
@@ -102,7 +116,8 @@ def success_of(prompts, conts) -> np.ndarray:
 def prompts_of(label_set) -> np.ndarray:
     ok = np.flatnonzero(np.isin(win["eval_label"], label_set))
     pick = np.sort(np.random.default_rng(p["seed"]).choice(ok, min(p["n_prompts"], len(ok)), replace=False))
-    return win["eval_tokens"][pick, : p["prompt_len"]]
+    prompts = win["eval_tokens"][pick, : p["prompt_len"]]
+    return steering.chat_wrap(tok, prompts) if p.get("chat_template") else prompts
 
 
 n_samples = 1 if p["greedy"] else p["n_samples"]

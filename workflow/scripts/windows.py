@@ -14,7 +14,8 @@ tok = tokenizer.load_tokenizer(inputs["tokenizer"] / "tokenizer")
 bos = store.read_manifest(inputs["tokenizer"]).get("bos_id", tok.bos_token_id)
 token_docs = tokenizer.encode_documents(tok, docs["text"].tolist())
 text_ok = windows.window_filter(**p.get("window_filter", {}))
-train_idx, eval_idx = windows.split_documents(len(token_docs), p["eval_fraction"], p["seed"])
+train_idx, eval_idx = windows.split_documents(len(token_docs), p["eval_fraction"], p["seed"],
+                                              docs["label"].to_numpy() if p.get("stratify") else None)
 tensors, counts = {}, {}
 for split, idx, n in (("train", train_idx, p["n_train"]), ("eval", eval_idx, p["n_eval"])):
     w = windows.cut_windows([token_docs[i] for i in idx], p["ctx_len"], n, p["seed"] + (split == "eval"), bos,

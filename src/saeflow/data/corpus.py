@@ -1,9 +1,10 @@
 """Corpora as lists of `Document`s (the token windows the models read are cut by saeflow.data.windows).
 
-Three sources:
+Three sources, and mixtures of them:
 - `stdlib_documents`: real Python code from the running interpreter's standard library (offline);
 - `synthetic_documents`: pseudo-word text with planted structure, a ground truth for locality metrics;
-- `load_hf_documents`: the Parquet files of a Hugging Face dataset split, pinned by revision.
+- `load_hf_documents`: the Parquet files of a Hugging Face dataset split, pinned by revision;
+- `mix_documents`: several corpora as one, labelled by part (e.g. code vs math, a steering contrast).
 
 Each source has an identity function (a sha256 hex string) that the workflow uses as a cache key; they are
 cheap enough to call while the Snakefile is parsed. Heavy libraries are imported inside functions.
@@ -33,6 +34,7 @@ __all__ = [
     "load_hf_documents",
     "hf_identity",
     "group_rows",
+    "mix_documents",
 ]
 
 
@@ -425,3 +427,36 @@ def group_rows(docs: list[Document], rows_per_doc: int = 1, doc_start_pattern: s
         labels = {r.label for r in g}
         out.append(Document(len(out), g[0].source, sep.join(r.text for r in g), labels.pop() if len(labels) == 1 else -1))
     return out
+
+
+def mix_documents(parts: list[list[Document]], names: list[str], max_docs_per_part: int | None = None,
+                  seed: int = 0, balance: bool = True) -> list[Document]:
+    """One corpus from several: document label = index of its part in ``parts`` (so a mixture of code and
+    math text is a labelled two-class corpus), source = ``"<name>/<source in the part>"``, doc_id = position.
+
+    Each part contributes its first ``max_docs_per_part`` documents (all if None; the parts' own order, so
+    the choice does not depend on the other parts). ``balance``: then each part keeps its first documents
+    up to the characters of the smallest part (the document that crosses the budget included), because
+    windows are drawn in proportion to text length (saeflow.data.windows.cut_windows), so a part of long
+    files would otherwise fill nearly every window. The result is shuffled with ``seed`` so that no part
+    sits at one end. A part's own labels are dropped. Raises ValueError for an empty part.
+    """
+    if len(parts) != len(names) or len(parts) < 2:
+        raise ValueError(f"mix_documents needs >= 2 parts, one name each; got {len(parts)} parts, {len(names)} names")
+    kept = []
+    for docs, name in zip(parts, names):
+        docs = [d for d in docs[:max_docs_per_part] if d.text]
+        if not docs:
+            raise ValueError(f"parts: dataset {name!r} of the mixture has no documents")
+        kept.append(docs)
+    budget = min(sum(len(d.text) for d in docs) for docs in kept) if balance else None
+    picked = []
+    for i, (docs, name) in enumerate(zip(kept, names)):
+        chars = 0
+        for d in docs:
+            if budget is not None and chars >= budget:
+                break
+            picked.append((f"{name}/{d.source}", d.text, i))
+            chars += len(d.text)
+    order = np.random.default_rng(seed).permutation(len(picked))
+    return [Document(j, *picked[o]) for j, o in enumerate(order)]

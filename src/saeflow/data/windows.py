@@ -7,12 +7,26 @@ from __future__ import annotations
 import numpy as np
 
 
-def split_documents(n_docs: int, eval_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_documents(n_docs: int, eval_fraction: float, seed: int,
+                    labels=None) -> tuple[np.ndarray, np.ndarray]:
     """Disjoint, covering, sorted int64 index arrays (train, eval) over range(n_docs).
 
     eval holds round(n_docs * eval_fraction) documents drawn at random from `seed`, but at least one and at
-    most n_docs - 1 when n_docs >= 2 (none when n_docs == 1).
+    most n_docs - 1 when n_docs >= 2 (none when n_docs == 1). With ``labels`` (one per document) the split
+    is stratified: that rule applies within each label's documents (seed + the label's rank), so every
+    label with two or more documents is in both splits (a mixture's parts, whatever their sizes).
     """
+    if labels is not None:
+        labels = np.asarray(labels)
+        if len(labels) != n_docs:
+            raise ValueError(f"labels: {len(labels)} labels for {n_docs} documents")
+        tr, ev = [], []
+        for r, z in enumerate(np.unique(labels)):
+            idx = np.flatnonzero(labels == z)
+            a, b = split_documents(len(idx), eval_fraction, seed + r)
+            tr.append(idx[a])
+            ev.append(idx[b])
+        return np.sort(np.concatenate(tr)).astype(np.int64), np.sort(np.concatenate(ev)).astype(np.int64)
     if int(n_docs) != n_docs or n_docs < 1:
         raise ValueError(f"n_docs must be an integer >= 1, got {n_docs!r}")
     if not 0 <= eval_fraction < 1:

@@ -30,7 +30,14 @@ from typing import Any, Callable, Iterator
 from saeflow.dictionaries.fidelity import check_encode_fidelity
 from saeflow.dictionaries.formats import canonical_json_files, convert_sparsify, load_saelens
 
-KINDS = ("sparsify-topk", "sparsify-skip-transcoder", "saelens-topk")
+KINDS = ("sparsify-topk", "sparsify-skip-transcoder", "saelens-topk", "saelens-relu")
+
+
+SAELENS_KINDS = ("saelens-topk", "saelens-relu")
+
+
+# Kinds whose sparsity is a fixed k (the others get it from a penalty: saelens-relu's L1 coefficient).
+TOPK_KINDS = ("sparsify-topk", "sparsify-skip-transcoder", "saelens-topk")
 
 
 TRANSCODER_KINDS = ("sparsify-skip-transcoder",)
@@ -200,9 +207,11 @@ def _train_sparsify(kind, stream, d_in, d_sae, k, n_steps, batch_size, lr, seed,
 
 
 def _train_saelens(stream, d_in, d_sae, k, n_steps, batch_size, lr, seed, dead_tokens, hook_name,
-                   log_every, progress, curve, device="cpu"):
+                   log_every, progress, curve, device="cpu", l1_coefficient=None):
     """sae-lens ``TopKTrainingSAE`` (library defaults: rescale_acts_by_decoder_norm, decoder_init_norm 0.1,
-    AuxK coefficient 1) trained by ``SAETrainer`` (Adam, grad-norm clip 1) with W&B and checkpoints off.
+    AuxK coefficient 1), or with ``k`` None sae-lens' ReLU ``StandardTrainingSAE`` (loss = MSE +
+    ``l1_coefficient`` * sum_i f_i ||W_dec[i]||, sae-lens' L1 of the decoder-norm-weighted codes, with its
+    own L1 warm-up off), trained by ``SAETrainer`` (Adam, grad-norm clip 1) with W&B and checkpoints off.
     Two settings follow sparsify so the kinds are comparable: b_dec starts at the first batch's mean
     (sae-lens 6 starts it at 0, which costs many steps on activations with a large mean) and the lr
     schedule is linear warm-up then linear decay to 0. Curve rows are computed from each step's
@@ -210,13 +219,18 @@ def _train_saelens(stream, d_in, d_sae, k, n_steps, batch_size, lr, seed, dead_t
     """
     import sae_lens.training.sae_trainer as st
     import torch
-    from sae_lens import TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens import StandardTrainingSAE, StandardTrainingSAEConfig, TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.config import LoggingConfig, SAETrainerConfig
     from sae_lens.saes.sae import SAEMetadata
 
     torch.manual_seed(seed)
-    sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d_in, d_sae=d_sae, k=k, dtype="float32", device=device,
-                                                metadata=SAEMetadata(hook_name=hook_name)))
+    common = dict(d_in=d_in, d_sae=d_sae, dtype="float32", device=device, metadata=SAEMetadata(hook_name=hook_name))
+    if k is None:
+        kind = "saelens-relu"
+        sae = StandardTrainingSAE(StandardTrainingSAEConfig(**common, l1_coefficient=l1_coefficient))
+    else:
+        kind = "saelens-topk"
+        sae = TopKTrainingSAE(TopKTrainingSAEConfig(**common, k=k))
     warmup = min(LR_WARMUP_STEPS, n_steps // 10)
     cfg = SAETrainerConfig(total_training_samples=n_steps * batch_size, train_batch_size_samples=batch_size,
                            lr=lr, lr_end=lr, lr_warm_up_steps=warmup, lr_decay_steps=n_steps - warmup,
@@ -232,7 +246,7 @@ def _train_saelens(stream, d_in, d_sae, k, n_steps, batch_size, lr, seed, dead_t
             lr_now = self.optimizer.param_groups[0]["lr"]
             out = super().step(batch)
             s = self.n_training_steps + 1  # fit() increments after step()
-            _check_finite_loss("saelens-topk", s, batch_size, out.loss, batch, None)
+            _check_finite_loss(kind, s, batch_size, out.loss, batch, None)
             if (s - 1) % log_every == 0 or s == n_steps:
                 with torch.no_grad():
                     x, x_hat = out.sae_in, out.sae_out
@@ -253,11 +267,12 @@ def _train_saelens(stream, d_in, d_sae, k, n_steps, batch_size, lr, seed, dead_t
     return sae.eval()
 
 
-def train_dictionary(kind: str, batches: Callable[[], Iterator], d_in: int, d_sae: int, k: int,
+def train_dictionary(kind: str, batches: Callable[[], Iterator], d_in: int, d_sae: int, k: int | None,
                      n_tokens: int, batch_size: int, lr: float | None, seed: int, out_dir: Path,
                      hook_name: str, hook_name_out: str | None = None, check_batch: tuple | None = None,
                      log_every: int = 10, progress: bool = True, *, auxk_alpha: float = AUXK_ALPHA,
-                     dead_tokens: int | None = None, device: str = "cpu") -> TrainResult:
+                     dead_tokens: int | None = None, device: str = "cpu",
+                     l1_coefficient: float | None = None) -> TrainResult:
     """Train one dictionary of ``kind`` on activation batches and save it under ``out_dir``.
 
     batches(): a fresh iterator of float32 (x, y), x [n, d_in]; y None for SAEs, the MLP output for
@@ -270,6 +285,8 @@ def train_dictionary(kind: str, batches: Callable[[], Iterator], d_in: int, d_sa
       drives the AuxK loss and the curve's dead_frac.
     auxk_alpha: AuxK weight of the sparsify kinds (loss = fvu + auxk_alpha * auxk_loss); saelens-topk keeps
       sae-lens' own AuxK (coefficient 1 on its unnormalised aux MSE).
+    k: the TopK kinds' active latents; None for saelens-relu, whose sparsity comes from ``l1_coefficient``
+      (required there, refused elsewhere).
     Layout: out_dir/"native" (sparsify kinds: ``SparseCoder.save_to_disk``, reload-checked) and
       out_dir/"saelens" (sae-lens format, ``load_saelens``). Sparsify conversions are checked with
       ``check_encode_fidelity`` on ``check_batch`` (default: the first batch of batches()); a failed check
@@ -281,11 +298,17 @@ def train_dictionary(kind: str, batches: Callable[[], Iterator], d_in: int, d_sa
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
-    for name, v in (("d_in", d_in), ("d_sae", d_sae), ("k", k), ("batch_size", batch_size),
+    topk = kind in TOPK_KINDS
+    if not topk and (k is not None or not (isinstance(l1_coefficient, (int, float)) and l1_coefficient > 0)):
+        raise ValueError(f"kind {kind!r} takes k=None and l1_coefficient > 0; got k={k!r}, "
+                         f"l1_coefficient={l1_coefficient!r}")
+    if topk and l1_coefficient is not None:
+        raise ValueError(f"l1_coefficient is only for saelens-relu; kind {kind!r} has k={k!r}")
+    for name, v in (("d_in", d_in), ("d_sae", d_sae), ("k", k if topk else 1), ("batch_size", batch_size),
                     ("log_every", log_every)):
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive integer; got {v!r}")
-    if k >= d_sae:
+    if topk and k >= d_sae:
         raise ValueError(f"k must be < d_sae ({d_sae}); got {k}")
     if not isinstance(n_tokens, int) or n_tokens < batch_size:
         raise ValueError(f"n_tokens must be an integer >= batch_size ({batch_size}); got {n_tokens!r}")
@@ -307,9 +330,9 @@ def train_dictionary(kind: str, batches: Callable[[], Iterator], d_in: int, d_sa
     curve: list[dict] = []
 
     t0 = time.perf_counter()
-    if kind == "saelens-topk":
+    if kind in SAELENS_KINDS:
         sae = _train_saelens(stream, d_in, d_sae, k, n_steps, batch_size, lr, seed, dead_tokens, hook_name,
-                             log_every, progress, curve, device).to("cpu")
+                             log_every, progress, curve, device, l1_coefficient).to("cpu")
         _check_finite_weights(kind, sae)
         saelens_dir = out_dir / "saelens"
         train_s = time.perf_counter() - t0

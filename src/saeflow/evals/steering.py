@@ -33,6 +33,31 @@ from saeflow.tensors import to_numpy
 CONTROL_KINDS = ("random_vector", "random_latent")
 
 
+_CHAT_SENTINEL = "\u2063SAEFLOW-PROMPT\u2063"  # invisible separator: no template or prompt holds it
+
+
+def chat_wrap(tokenizer, prompts) -> np.ndarray:
+    """Prompts [n, P] (position 0 the window's BOS, then P - 1 text tokens) as a one-turn chat:
+    ``[BOS] + prefix + text + suffix``, where prefix and suffix are the tokens of the tokenizer's chat
+    template rendered around a sentinel user message with ``add_generation_prompt=True`` (so the model
+    continues as the assistant). The text tokens are kept as they are (not re-tokenised); a BOS that the
+    template itself writes is dropped, as position 0 already holds it. Every row gets the same prefix and
+    suffix, so the result is rectangular [n, P + len(prefix) + len(suffix)].
+    Raises ValueError (naming steer.chat_template) when the tokenizer has no chat template."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"steer.chat_template: the tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no "
+                         "chat template; allowed values: false for this model")
+    text = tokenizer.apply_chat_template([{"role": "user", "content": _CHAT_SENTINEL}], tokenize=False,
+                                         add_generation_prompt=True)
+    pre, post = text.split(_CHAT_SENTINEL)
+    if tokenizer.bos_token and pre.startswith(tokenizer.bos_token):
+        pre = pre[len(tokenizer.bos_token):]
+    enc = [np.asarray(tokenizer.encode(t, add_special_tokens=False), dtype=np.int64) for t in (pre, post)]
+    prompts = np.asarray(prompts, dtype=np.int64)
+    n = len(prompts)
+    return np.concatenate([prompts[:, :1], np.tile(enc[0], (n, 1)), prompts[:, 1:], np.tile(enc[1], (n, 1))], 1)
+
+
 def unit(v):
     """v / ||v||; refuses a zero vector (a direction that cannot be steered along)."""
     import torch

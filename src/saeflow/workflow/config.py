@@ -310,6 +310,11 @@ def _check_datasets(config: dict) -> None:
             _require(spec["lag"] < spec["doc_len"], f"{key}.lag",
                      f"lag={spec['lag']} leaves no echo in documents of doc_len={spec['doc_len']} words (an echo copies "
                      f"the word lag positions back); allowed values: 1..{spec['doc_len'] - 1}")
+        elif spec["source"] == "mixture":
+            plain = [n for n, d in config["datasets"].items() if d["source"] != "mixture"]
+            for part in spec["parts"]:
+                _require(part in plain, f"{key}.parts", f"{part!r} is not a dataset of this config (or is itself a "
+                         f"mixture); allowed values: {', '.join(plain)}")
         elif spec["source"] == "hf":
             from saeflow.data.corpus import _FLOATING_REVISIONS  # the rule corpus.hf_identity enforces in the job
 
@@ -334,6 +339,15 @@ def _check_dictionaries(config: dict) -> None:
                 raise ConfigError(f"config key '{key}.id': {spec['id']!r} cannot be formatted with the layer "
                                   f"({type(e).__name__}: {e}); required: a string whose only field is {{layer}}") from None
         else:
+            relu = spec["kind"] == "saelens-relu"  # its sparsity is an L1 penalty, the TopK kinds' a fixed k
+            _require(relu or "k" in spec, f"{key}.k", f"kind {spec['kind']!r} needs k (active latents per token); "
+                     "required: an integer >= 1")
+            _require(not relu or "k" not in spec, f"{key}.k", "kind 'saelens-relu' has no k (its sparsity comes from "
+                     "l1_coefficient); allowed values: none, remove the key")
+            _require(not relu or "l1_coefficient" in spec, f"{key}.l1_coefficient", "kind 'saelens-relu' needs the "
+                     "weight of its L1 penalty; required: a number > 0 (e.g. 5)")
+            _require(relu or "l1_coefficient" not in spec, f"{key}.l1_coefficient", f"only kind 'saelens-relu' takes "
+                     f"it, not {spec['kind']!r}; allowed values: none, remove the key (or use k)")
             # train_dict runs train_tokens // batch_size steps
             _require(spec["train_tokens"] >= spec["batch_size"], f"{key}.train_tokens",
                      f"{spec['train_tokens']} is less than batch_size={spec['batch_size']}, so training would run no "
@@ -343,7 +357,13 @@ def _check_dictionaries(config: dict) -> None:
 def _d_sae(config: dict, dname: str, preset: dict) -> int | None:
     """Width of a trained dictionary at a preset (None for pretrained ones: known once loaded)."""
     spec = config["dictionaries"][dname]
-    return None if spec["kind"] == "pretrained" else spec["expansion"] * preset["model"]["d_model"]
+    return None if spec["kind"] == "pretrained" else trained_width(spec, preset["model"]["d_model"])
+
+
+def trained_width(spec: dict, d_model: int) -> int:
+    """Latents of a trained dictionary: its `d_sae` when given (a width that is no multiple of d_model, e.g.
+    4096 latents on Qwen3-4B's 2560), else expansion x d_model."""
+    return spec.get("d_sae") or spec["expansion"] * d_model
 
 
 def _check_resource_steps(config: dict) -> None:
@@ -400,10 +420,10 @@ def check_semantics(config: dict, workdir: Path | str | None = None) -> None:
             # Only what a preset uses is read on this machine (a catalogue entry may name another's paths).
             _check_local_dir(f"dictionaries.{dname}.local_dir", dicts[dname].get("local_dir"), workdir)
             d_sae = _d_sae(config, dname, preset)
-            if d_sae is not None:
+            if d_sae is not None and "k" in dicts[dname]:  # saelens-relu has no k
                 k = dicts[dname]["k"]
                 _require(k < d_sae, f"dictionaries.{dname}.k",
-                         f"k={k} must be < d_sae={d_sae} (expansion x d_model of preset {pname}); "
+                         f"k={k} must be < d_sae={d_sae} (d_sae, or expansion x d_model of preset {pname}); "
                          f"allowed values: 1..{d_sae - 1}")
         inf = config.get("influence")
         if inf:

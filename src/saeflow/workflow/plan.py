@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from saeflow.workflow import keys
-from saeflow.workflow.config import TRANSCODER_KINDS, influence_dictionary
+from saeflow.workflow.config import TRANSCODER_KINDS, influence_dictionary, trained_width
 from saeflow.workflow.steps import step as registry_step
 
 
@@ -178,8 +178,10 @@ def build_plan(config: dict, workdir: Path | str) -> Plan:
     seed = config.get("seed", 0)
     win_cfg = config["windows"]
     corpora: dict[str, Node] = {}
-    for name, spec in config["datasets"].items():
-        corpora[name] = plan.add("corpus", {"dataset": name, **_keyed(spec)}, {},
+    # mixtures last: they read their parts' corpus artefacts (a part is never a mixture: config check)
+    for name, spec in sorted(config["datasets"].items(), key=lambda kv: kv[1]["source"] == "mixture"):
+        parts = {f"part_{p}": corpora[p] for p in spec.get("parts", [])}
+        corpora[name] = plan.add("corpus", {"dataset": name, **_keyed(spec)}, parts,
                                  {"dataset": name}, _corpus_inputs(spec), runtime={"local_dir": spec.get("local_dir")})
 
     recons: dict[str, Node] = {}
@@ -200,7 +202,9 @@ def build_plan(config: dict, workdir: Path | str) -> Plan:
             filt = config["datasets"][ds].get("window_filter")
             return plan.add("windows", {"ctx_len": win_cfg["ctx_len"], "n_train": win_cfg["n_train"],
                                         "n_eval": win_cfg["n_eval"], "eval_fraction": config["datasets"][ds]["eval_fraction"],
-                                        "seed": seed, **({"window_filter": filt} if filt else {})},
+                                        "seed": seed, **({"window_filter": filt} if filt else {}),
+                                        # a mixture's parts are its contrast: both splits must hold each
+                                        **({"stratify": True} if config["datasets"][ds]["source"] == "mixture" else {})},
                             {"corpus": corpora[ds], "tokenizer": tok}, {"preset": pname, "dataset": ds})
 
         if model["source"] == "hf":
@@ -237,7 +241,7 @@ def build_plan(config: dict, workdir: Path | str) -> Plan:
                                      {"cache": cache}, labels, {"dictionary": _dict_ref(spec, layer)}, device=device,
                                      runtime={"local_dir": spec.get("local_dir")})
                     else:
-                        d = plan.add("train_dict", {**spec, "d_in": model["d_model"], "d_sae": spec["expansion"] * model["d_model"],
+                        d = plan.add("train_dict", {**spec, "d_in": model["d_model"], "d_sae": trained_width(spec, model["d_model"]),
                                               "hook_in": hook_in, "hook_out": hook_out, "device": device},
                                      {"cache": cache}, labels, device=device)
                     dicts_of_ds[(layer, dname)] = d

@@ -146,6 +146,30 @@ rule probe:
         "../workflow/scripts/probe.py"
 
 
+# sparse feature-circuit faithfulness vs random latent sets, and its ablation vs seeded nulls
+rule circuit:
+    input:
+        unpack(upstream_of),
+    output:
+        f"{STORE}/circuit/{{key}}/{MANIFEST}",
+    params:
+        node=node_of,
+    log:
+        f"{LOGS}/circuit/{{key}}.log",
+    benchmark:
+        f"{BENCH}/circuit/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
+    threads: threads_of
+    resources:
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+        gpu=res("gpu"),
+        gpu_mem_mb=res("gpu_mem_mb"),
+    script:
+        "../workflow/scripts/circuit.py"
+
+
 # a latent's direction added over an alpha sweep vs diff-of-means and random controls
 rule steer:
     input:

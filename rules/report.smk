@@ -69,7 +69,7 @@ rule entropy_grid:
         "../workflow/scripts/entropy_grid.py"
 
 
-# the probing, autocorrelation and geometry figures of one run
+# the probing, circuit, steering, autocorrelation and geometry figures of one run
 rule eval_plots:
     input:
         unpack(upstream_of),

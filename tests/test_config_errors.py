@@ -109,6 +109,13 @@ BAD = [
     ("steer-prompt-longer-than-windows", TINY, _set("steer", {"dictionary": "topk", "prompt_len": 25}), "steer.prompt_len"),
     ("steer-fluency-cap-not-above-1", TINY, _set("steer", {"dictionary": "topk", "fluency_cap": 1}), "steer.fluency_cap"),
     ("steer-alphas-empty", TINY, _set("steer", {"dictionary": "topk", "alphas": []}), "steer.alphas"),
+    # circuits
+    ("circuit-transcoder", TINY, _set("circuit", {"dictionary": "transcoder"}), "circuit.dictionary"),
+    ("circuit-unknown-dictionary", TINY, _set("circuit", {"dictionary": "nope"}), "circuit.dictionary"),
+    ("circuit-n_train-over-windows", TINY, _set("circuit", {"dictionary": "topk", "n_train": 151}), "circuit.n_train"),
+    ("circuit-k-leaves-no-null", TINY, _set("circuit", {"dictionary": "topk", "ks": [1, 65], "n_train": 100}), "circuit.ks"),
+    ("circuit-mode-unknown", TINY, _set("circuit", {"dictionary": "topk", "ablation_mode": "resample"}),
+     "circuit.ablation_mode"),
     ("steer-labels-one", TINY, _set("steer", {"dictionary": "topk", "labels": [0]}), "steer.labels"),
     # saelens-relu: sparsity from its L1 coefficient, not k
     ("relu-with-k", TINY, _set("dictionaries.relu", {"kind": "saelens-relu", "k": 4, "l1_coefficient": 1.0}),
@@ -201,7 +208,8 @@ def test_boundaries_are_accepted():
     for m in (_set("probe.n_train", 150), _set("autocorr.n_docs", 150), _set("autocorr.max_lag", 22),
               _set("datasets.synthetic.doc_len", 23), _set("probe.ks", [1, 128]),
               _set("dictionaries.topk.train_tokens", 256), _set("store", "/abs/store"), _set("figures_dir", "../figs"),
-              _set("steer", {"dictionary": "topk", "layer": 1, "n_contrast": 150, "prompt_len": 24})):
+              _set("steer", {"dictionary": "topk", "layer": 1, "n_contrast": 150, "prompt_len": 24}),
+              _set("circuit", {"dictionary": "topk", "ks": [1, 64], "n_train": 150})):
         m(c)
     cfg.validate(c)
 

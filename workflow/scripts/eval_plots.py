@@ -1,4 +1,4 @@
-"""Rule eval_plots: the figures of probing, steering, autocorrelation and geometry of one (preset, dataset)."""
+"""Rule eval_plots: the figures of probing, circuits, steering, autocorrelation and geometry of one (preset, dataset)."""
 import pandas as pd
 
 from saeflow.report import eval_figures
@@ -19,6 +19,12 @@ with store.write_artefact(out, node) as art:
         eval_figures.steering_figure(pd.read_parquet(inputs["steer"] / "steering.parquet"), s,
                                      art.path(f"steer__{lab['preset']}__{lab['dataset']}.png"),
                                      f"Steering at layer {s['layer']} with {s['dictionary']}: {where}")
+    if "circuit" in inputs:
+        c = inputs["circuit"]
+        eval_figures.circuit_figure(pd.read_parquet(c / "circuit.parquet"), pd.read_parquet(c / "ablation.parquet"),
+                                    art.path(f"circuit__{lab['preset']}__{lab['dataset']}.png"),
+                                    f"Sparse feature circuits of {store.read_json(c / 'summary.json')['dictionary']}: "
+                                    f"{where}")
     if "autocorr" in inputs:
         m = store.read_manifest(inputs["autocorr"])
         for i, L in enumerate(m["params"]["layers"]):

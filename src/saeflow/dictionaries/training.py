@@ -224,7 +224,8 @@ def _train_saelens(stream, d_in, d_sae, k, n_steps, batch_size, lr, seed, dead_t
     from sae_lens.saes.sae import SAEMetadata
 
     torch.manual_seed(seed)
-    common = dict(d_in=d_in, d_sae=d_sae, dtype="float32", device=device, metadata=SAEMetadata(hook_name=hook_name))
+    common = {"d_in": d_in, "d_sae": d_sae, "dtype": "float32", "device": device,
+              "metadata": SAEMetadata(hook_name=hook_name)}
     if k is None:
         kind = "saelens-relu"
         sae = StandardTrainingSAE(StandardTrainingSAEConfig(**common, l1_coefficient=l1_coefficient))

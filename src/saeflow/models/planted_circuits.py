@@ -89,7 +89,7 @@ def locality_model(lag: int = 4, n_ctx: int = 32, d_vocab: int = 16, m: int = 4,
     return model, sae.eval()
 
 
-def expected_influence(model, latent: int, tokens) -> "np.ndarray":
+def expected_influence(model, latent: int, tokens):
     """Closed-form J [T] (float64) of ``latent`` read at the last position of ``tokens`` [T] on a
     ``locality_model`` (see the module docstring; T - 1 >= lag for LAG). Reads the lag, m and gain back
     from the weights."""

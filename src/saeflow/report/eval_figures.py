@@ -237,3 +237,72 @@ def steering_figure(table: pd.DataFrame, summary: dict, path, title: str) -> Non
                  f"{summary['calibration']['chosen']} (n={summary['n_prompts']} x {summary['n_samples']})", fontsize=10)
     fig.tight_layout()
     finish(fig, path)
+
+
+def circuit_figure(table: pd.DataFrame, ablation: pd.DataFrame, path, title: str) -> None:
+    """Circuit faithfulness (saeflow.evals.circuit; seed 000's circuit-g2-sae / circuit-multilayer) and its
+    ablation (saeflow.evals.ablation): probe accuracy vs circuit size K per layer, the circuit against the
+    mean of same-size random latent sets (5-95% band of the draws) and the all-latents ceiling; the build-up
+    curve over the first j layers at the largest K; and per (layer, K) the ablation's margin drop against
+    its seeded null sets. Saved atomically."""
+    from saeflow.report.plotting import finish, pyplot
+
+    need = {"scope", "layers", "n_layers", "k", "acc_circuit", "acc_random", "acc_random_q05", "acc_random_q95",
+            "acc_ceiling", "gap", "gap_lo", "gap_hi"}
+    if need - set(table.columns):
+        raise ValueError(f"circuit table: missing columns {sorted(need - set(table.columns))}")
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    ax = axes[0]
+    per = table[table["scope"] == "layer"]
+    for i, (L, g) in enumerate(per.groupby("layers", sort=False)):
+        g = g.sort_values("k")
+        col = f"C{i}"
+        ax.plot(g["k"], g["acc_circuit"], marker="o", color=col, label=f"layer {L}: circuit")
+        ax.plot(g["k"], g["acc_random"], ls="--", color=col, alpha=0.8, label=f"layer {L}: random sets")
+        ax.fill_between(g["k"], g["acc_random_q05"], g["acc_random_q95"], color=col, alpha=0.12, lw=0)
+        ax.axhline(g["acc_ceiling"].iloc[0], color=col, ls=":", lw=1, label=f"layer {L}: all latents")
+    ax.set_xscale("log")
+    ks = sorted(per["k"].unique())
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.minorticks_off()
+    ax.set_xlabel("circuit size K (latents per layer)")
+    ax.set_ylabel("probe test accuracy")
+    ax.set_title("circuit vs same-size random sets", fontsize=10)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    ax = axes[1]
+    k_max = int(table["k"].max())
+    b = table[(table["scope"] == "buildup") & (table["k"] == k_max)].sort_values("n_layers")
+    x = np.arange(len(b))
+    ax.plot(x, b["acc_circuit"], marker="o", color="C3", label=f"union of circuits (K={k_max} per layer)")
+    ax.plot(x, b["acc_random"], marker="s", ls="--", color="grey", label="union of random sets")
+    ax.fill_between(x, b["acc_random_q05"], b["acc_random_q95"], color="grey", alpha=0.15, lw=0)
+    ax.plot(x, b["acc_ceiling"], ls=":", marker="_", ms=16, color="k", label="all latents of those layers")
+    ax.set_xticks(x, [f"L{s}" if "," not in s else f"L{s.split(',')[0]}..{s.split(',')[-1]}" for s in b["layers"]])
+    ax.set_xlabel("layers included (build-up)")
+    ax.set_ylabel("probe test accuracy")
+    u = b.iloc[-1]
+    ax.set_title(f"faithfulness {u['acc_circuit'] / u['acc_ceiling']:.2f}; gap {u['gap']:+.3f} "
+                 f"[{u['gap_lo']:+.3f}, {u['gap_hi']:+.3f}]", fontsize=10)
+    ax.set_xlim(-0.5, len(b) - 0.5)
+    ax.margins(y=0.4)  # room above the curves for the legend
+    ax.legend(fontsize=7, loc="upper center")
+    ax.grid(alpha=0.3)
+    ax = axes[2]
+    if len(ablation):
+        ab = ablation.sort_values(["layer", "k"]).reset_index(drop=True)
+        for i, r in ab.iterrows():
+            null = [float(v) for v in str(r["null"]).split(",") if v]
+            ax.scatter([i] * len(null), null, color="grey", s=14, alpha=0.7, label="random sets (seeded)" if i == 0 else None)
+            ax.scatter([i], [r["effect"]], color="C3", marker="D", s=40, label="circuit" if i == 0 else None)
+        ax.set_xticks(range(len(ab)), [f"L{r.layer}\nK={r.k}" for r in ab.itertuples()], fontsize=8)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.legend(fontsize=7)
+    ax.set_ylabel(f"drop of the class logit margin ({ablation['mode'].iloc[0] if len(ablation) else ''}-ablation)")
+    ax.set_title("ablation vs seeded nulls (error term kept)", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    task = table["task"].iloc[0] if "task" in table.columns else ""
+    fig.suptitle(f"{title}\n{task}", fontsize=10)
+    fig.tight_layout()
+    finish(fig, path)

@@ -472,6 +472,22 @@ def check_semantics(config: dict, workdir: Path | str | None = None) -> None:
                     _require(d_sae is None or k <= d_sae, "probe.ks",
                              f"k={k} is more than d_sae={d_sae} of dictionary {dname!r} in preset {pname!r}; "
                              f"allowed values: 1..{d_sae}")
+    if config.get("circuit"):
+        ci = config["circuit"]
+        _require(ci["dictionary"] in saes, "circuit.dictionary",
+                 f"{ci['dictionary']!r} must name an SAE dictionary; allowed values: {', '.join(saes)}")
+        _require(any(ci["dictionary"] in pr["dictionaries"] for pr in config["presets"].values()), "circuit.dictionary",
+                 f"{ci['dictionary']!r} is not listed by any preset; allowed values: "
+                 + ", ".join(d for d in listed if d in saes))
+        _require(ci["n_train"] <= win["n_train"], "circuit.n_train",
+                 f"{ci['n_train']} is more than windows.n_train={win['n_train']}; required: circuit.n_train <= "
+                 f"{win['n_train']}")
+        for pname, preset in config["presets"].items():
+            d_sae = _d_sae(config, ci["dictionary"], preset) if ci["dictionary"] in preset["dictionaries"] else None
+            for k in ci["ks"]:
+                _require(d_sae is None or 2 * k <= d_sae, "circuit.ks",
+                         f"k={k} leaves no null set in d_sae={d_sae} of {ci['dictionary']!r} in preset {pname!r} "
+                         f"(an ablation's null sets are drawn outside the circuit); allowed values: 1..{d_sae // 2}")
     if config.get("steer"):
         st = config["steer"]
         _require(st["dictionary"] in saes, "steer.dictionary",

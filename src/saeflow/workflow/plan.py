@@ -337,6 +337,12 @@ def _add_evals(plan: Plan, config: dict, pname: str, ds: str, preset: dict, lm: 
         up = {f"dict_L{L}_{d}": dicts[(L, d)] for L in layers for d in probed}
         evals["probe"] = plan.add("probe", {**pr, "layers": layers, "seed": config.get("seed", 0), "device": device},
                                   {"lm": lm, "windows": win, **up}, labels, device=device)
+    circ = config.get("circuit")
+    if circ and circ["dictionary"] in preset["dictionaries"] and labelled:
+        up = {f"dict_L{L}": dicts[(L, circ["dictionary"])] for L in layers}
+        evals["circuit"] = plan.add("circuit", {**circ, "layers": layers, "seed": config.get("seed", 0), "device": device},
+                                    {"lm": lm, "windows": win, **up}, {**labels, "dictionary": circ["dictionary"]},
+                                    device=device)
     steer = config.get("steer")
     if steer and steer["dictionary"] in preset["dictionaries"] and labelled:
         L = {"first": layers[0], "last": layers[-1]}.get(steer["layer"], steer["layer"])

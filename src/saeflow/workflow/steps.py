@@ -77,6 +77,8 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          mem_mb=8000, runtime=60, gpu=True, publish="autocorr"),
     Step("steer", "evals", "a latent's direction added over an alpha sweep vs diff-of-means and random controls",
          mem_mb=8000, runtime=120, gpu=True, publish="steer"),
+    Step("circuit", "evals", "sparse feature-circuit faithfulness vs random latent sets, and its ablation vs seeded nulls",
+         mem_mb=8000, runtime=60, gpu=True, publish="circuit"),
     Step("geometry", "evals", "decoder cosine vs |dH_pos| with a permutation null", mem_mb=4000, runtime=30,
          publish="geometry"),
     # report
@@ -85,7 +87,7 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     Step("locality_plots", "report", "entropy vs depth, per-layer, ctx-sweep and H_pos figures of one run",
          local=True, publish="locality_plots", publish_top=("entropy_plots_",)),
     Step("entropy_grid", "report", "the cross-model entropy-vs-depth grid", local=True),
-    Step("eval_plots", "report", "the probing, steering, autocorrelation and geometry figures of one run", local=True,
+    Step("eval_plots", "report", "the probing, circuit, steering, autocorrelation and geometry figures of one run", local=True,
          publish="eval_plots"),
     Step("publish", "report", "the layout, run_config.json and bench.json of one published run", mem_mb=1000,
          local=True),

@@ -3,7 +3,8 @@ be right fails. Used on the demo's outputs (tests/test_demo.py, after `make demo
 (tests/test_workflow.py), each with its own thresholds: an LM no better than the unigram model, a dictionary
 that does not reconstruct, splicing that destroys the model's loss, a probe whose 95% interval reaches
 chance, an entropy outside [0, log2 T], the planted locality direction reversed, steering that does not
-move the planted topic or a random control that does.
+move the planted topic or a random control that does, a circuit on planted topics no better than random
+latent sets.
 
 Each check takes the plan of the config that made the outputs and the directory they were made in.
 """
@@ -28,6 +29,7 @@ class Thresholds:
     max_recon_fvu: float = 0.3          # spliced-in dictionary's FVU on held-out windows
     min_ce_recovered: float = 0.8       # (CE_zero - CE_dict) / (CE_zero - CE_clean)
     probes_above_chance: bool = True    # the 95% Wilson interval of both probes' accuracy lies above 0.5
+    circuits_beat_random: bool = True   # on planted topics: circuit gap CI > 0, ablation above every null
 
 
 def nodes(plan, step: str) -> list:
@@ -137,6 +139,31 @@ def steering_moves_the_planted_topic(plan, root: Path, t: Thresholds) -> None:
     assert found > 0, "no planted-topic steering result"
 
 
+def circuits_beat_random_sets_on_planted_topics(plan, root: Path, t: Thresholds) -> None:
+    """Every circuit table is a table of accuracies (0..1, faithfulness = circuit / ceiling) and every
+    ablation has its nulls. On a planted-topic task (synthetic corpus) the smallest circuit of the union of
+    layers beats same-size random latent sets with a CI above zero, and ablating each layer's smallest
+    circuit drops the class margin more than every seeded null set."""
+    found = 0
+    for n in nodes(plan, "circuit"):
+        table = pd.read_parquet(root / n.path / "circuit.parquet")
+        abl = pd.read_parquet(root / n.path / "ablation.parquet")
+        for c in ("acc_circuit", "acc_random", "acc_ceiling"):
+            assert table[c].between(0, 1).all(), (n.labels, c)
+        np.testing.assert_allclose(table["faithfulness"], table["acc_circuit"] / table["acc_ceiling"])
+        assert (table["gap_lo"] <= table["gap"]).all() and (table["gap"] <= table["gap_hi"]).all()
+        assert len(abl) and abl["null"].str.split(",").map(len).eq(n.params["n_null"]).all()
+        if not t.circuits_beat_random or plan.config["datasets"][n.labels["dataset"]]["source"] != "synthetic":
+            continue
+        found += 1
+        k = min(n.params["ks"])
+        union = table[(table["scope"] == "union") & (table["k"] == k)].iloc[0]
+        assert union["gap_lo"] > 0, (n.labels, union.to_dict())
+        smallest = abl[abl["k"] == k]
+        assert (smallest["quantile"] == 1.0).all() and (smallest["effect"] > 0).all(), (n.labels, smallest.to_dict())
+    assert found > 0 or not t.circuits_beat_random, "no planted-topic circuit result"
+
+
 CHECKS = (language_models_beat_the_unigram_model, dictionaries_reconstruct_and_conversions_are_faithful,
           probes_are_above_chance, entropies_are_in_range, planted_locality_direction_on_synthetic,
-          steering_moves_the_planted_topic)
+          steering_moves_the_planted_topic, circuits_beat_random_sets_on_planted_topics)

@@ -168,11 +168,13 @@ def test_readme_everyday_commands_as_written(wd):
 
 # The tiny DAG is held to what holds by construction; the demo's outputs to the full thresholds
 # (tests/test_demo.py, run by .ci/run after `make demo`).
-TINY = science.Thresholds(lm_margin_bits=None, max_recon_fvu=1.0, min_ce_recovered=0.5, probes_above_chance=False)
+TINY = science.Thresholds(lm_margin_bits=None, max_recon_fvu=1.0, min_ce_recovered=0.5, probes_above_chance=False,
+                          circuits_beat_random=False)
 
 
 @pytest.mark.parametrize("check", [science.dictionaries_reconstruct_and_conversions_are_faithful,
-                                   science.probes_are_above_chance, science.entropies_are_in_range],
+                                   science.probes_are_above_chance, science.entropies_are_in_range,
+                                   science.circuits_beat_random_sets_on_planted_topics],
                          ids=lambda c: c.__name__)
 def test_the_numbers_a_researcher_reads(wd, check):
     conf = cfg.validate(yaml.safe_load((wd / CONFIG).read_text()))

@@ -279,7 +279,7 @@ def circuit_figure(table: pd.DataFrame, ablation: pd.DataFrame, path, title: str
     ax.plot(x, b["acc_random"], marker="s", ls="--", color="grey", label="union of random sets")
     ax.fill_between(x, b["acc_random_q05"], b["acc_random_q95"], color="grey", alpha=0.15, lw=0)
     ax.plot(x, b["acc_ceiling"], ls=":", marker="_", ms=16, color="k", label="all latents of those layers")
-    ax.set_xticks(x, [f"L{s}" if "," not in s else f"L{s.split(',')[0]}..{s.split(',')[-1]}" for s in b["layers"]])
+    ax.set_xticks(x, ["+".join(f"L{v}" for v in s.split(",")) for s in b["layers"]])
     ax.set_xlabel("layers included (build-up)")
     ax.set_ylabel("probe test accuracy")
     u = b.iloc[-1]

@@ -127,7 +127,7 @@ def test_full_dag_runs_figure_exists_manifests_verify(wd):
     arts = list(store.iter_artefacts(wd / "data/store"))
     assert {a.parent.name for a in arts} == {"corpus", "tokenizer", "windows", "train_lm", "cache_activations", "train_dict", "recon",
                                              "recon_summary", "entropy_vs_depth", "ctxlen_sweep", "top_contexts", "h_pos",
-                                             "locality_plots", "entropy_grid", "probe", "autocorr", "geometry",
+                                             "locality_plots", "entropy_grid", "probe", "circuit", "autocorr", "geometry",
                                              "eval_plots", "publish", "dataset_card"}
     for fig in ("recon_summary.png", "entropy_vs_depth_grid.png", "entropy_vs_depth__t__synthetic.png",
                 "probe__t__synthetic.png", "autocorr__t__synthetic.png", "geometry__t__synthetic.png"):
@@ -249,10 +249,10 @@ def test_edit_module_only_recon_imports(wd):
 
 
 def test_edit_probe_script_reruns_only_probe_and_its_figures(wd):
-    # eval_plots draws the probe, autocorrelation and geometry figures: its three exports (to figures/
+    # eval_plots draws the probe, circuit, autocorrelation and geometry figures: its four exports (to figures/
     # and data/figures/) are re-copied, and the run is re-published.
     assert plans_after_edit(wd, "workflow/scripts/probe.py", "\nprint('probe script edited')\n") == {
-        "probe": 1, "eval_plots": 1, **PUBLISH, "export": 7, "all": 1}
+        "probe": 1, "eval_plots": 1, **PUBLISH, "export": 9, "all": 1}
 
 
 def test_plotting_fix_reruns_no_computation(wd):
@@ -260,7 +260,7 @@ def test_plotting_fix_reruns_no_computation(wd):
         "locality_plots": 1, "entropy_grid": 1, **PUBLISH, "export": 5, "all": 1}
     # The probe figure lives in saeflow.report (not beside the metric): fixing it reruns the plots, not the probe.
     assert plans_after_edit(wd, "src/saeflow/report/eval_figures.py", "\n_PLOT_FIX = 1\n") == {
-        "eval_plots": 1, **PUBLISH, "export": 7, "all": 1}
+        "eval_plots": 1, **PUBLISH, "export": 9, "all": 1}
 
 
 def test_comment_only_edit_of_module_every_step_imports(wd):
@@ -284,7 +284,8 @@ def test_changing_k_reruns_training_and_descendants_only(wd):
     # topk is also the dictionary of the influence analyses: they rerun too; the cache does not.
     assert planned(wd) == {"train_dict": 1, "recon": 1, "recon_summary": 1, "entropy_vs_depth": 1, "ctxlen_sweep": 1,
                            "top_contexts": 1, "h_pos": 1, "locality_plots": 1, "entropy_grid": 1,
-                           "probe": 1, "autocorr": 1, "geometry": 1, "eval_plots": 1, **PUBLISH, "export": 13,
+                           "probe": 1, "circuit": 1, "autocorr": 1, "geometry": 1, "eval_plots": 1, **PUBLISH,
+                           "export": 15,
                            "all": 1}
     report = saeflow_status(wd)
     assert "params changed: k" in report and "upstream will run: dict" in report
@@ -297,7 +298,7 @@ def test_store_copied_to_fresh_clone_does_nothing(wd, tmp_path):
     # Plain copies: every mtime is new, and no .snakemake metadata comes along.
     shutil.copytree(wd / "data", fresh / "data", copy_function=shutil.copy)
     # No computation; only the figures are copied to their fixed paths.
-    assert planned(fresh) == {"export": 6, "all": 1}
+    assert planned(fresh) == {"export": 7, "all": 1}
     shutil.copytree(wd / "figures", fresh / "figures", copy_function=shutil.copy)
     assert planned(fresh) == {}
 

@@ -484,8 +484,8 @@ def check_semantics(config: dict, workdir: Path | str | None = None) -> None:
                  f"{win['n_train']}")
         for pname, preset in config["presets"].items():
             d_sae = _d_sae(config, ci["dictionary"], preset) if ci["dictionary"] in preset["dictionaries"] else None
-            for k in ci["ks"]:
-                _require(d_sae is None or 2 * k <= d_sae, "circuit.ks",
+            for k in ci["ks"] if d_sae is not None else ():  # a pretrained width is known once loaded
+                _require(2 * k <= d_sae, "circuit.ks",
                          f"k={k} leaves no null set in d_sae={d_sae} of {ci['dictionary']!r} in preset {pname!r} "
                          f"(an ablation's null sets are drawn outside the circuit); allowed values: 1..{d_sae // 2}")
     if config.get("steer"):

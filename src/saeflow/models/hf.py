@@ -69,7 +69,9 @@ position 0 (``exclude_bos=True``), as everywhere else in saeflow. Per family:
 - Qwen2 and Qwen3: the tokenizer has **no** BOS token. TL sets ``tokenizer.bos_token = eos_token``
   (``<|endoftext|>``, 151643) and does not prepend by default; sae-lens with ``prepend_bos=True`` (its
   default) then prepends that token. We do the same: ``bos_id`` returns the EOS id for a tokenizer without
-  BOS, so position 0 is ``<|endoftext|>`` (Qwen2's document separator).
+  BOS, so position 0 is ``<|endoftext|>`` (Qwen2's document separator). The Qwen3 Instruct tokenizers'
+  EOS is ``<|im_end|>`` (151645, as the tiny Qwen3 stand-in has it), so their windows, and chat-wrapped
+  steering prompts, start with ``<|im_end|>``: the token TL and sae-lens would prepend too.
 ``spec["prepend_bos"]`` is also TL's ``default_prepend_bos``, so ``model.to_tokens`` agrees with our windows.
 With ``prepend_bos`` False ``bos_id`` is None and windows are text only (position 0 is still excluded).
 

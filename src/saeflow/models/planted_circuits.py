@@ -104,6 +104,8 @@ def expected_influence(model, latent: int, tokens):
     lag = int(np.flatnonzero(np.abs(to_numpy(model.W_Q[0, 0], np.float64)).sum(1))[0]) - V  # first query row
     tokens = np.asarray(tokens)
     T = len(tokens)
+    if latent == LAG and T - 1 < lag:
+        raise ValueError(f"tokens: a window of {T} tokens read at its last position has no t - lag (lag={lag})")
     J = np.zeros(T)
     if latent == SELF:
         J[T - 1] = V

@@ -442,6 +442,8 @@ def check_semantics(config: dict, workdir: Path | str | None = None) -> None:
     for ds in sorted(windowed):
         spec = datasets[ds]
         _check_local_dir(f"datasets.{ds}.local_dir", spec.get("local_dir"), workdir)
+        for part in spec.get("parts", []):  # a mixture reads its parts' corpora
+            _check_local_dir(f"datasets.{part}.local_dir", datasets[part].get("local_dir"), workdir)
         if spec["source"] == "synthetic":
             # cut_windows takes ctx_len - 1 document tokens after BOS; a word is at least one token (the
             # byte-level pre-tokenizer splits at each word's leading space), so doc_len >= ctx_len - 1
@@ -506,7 +508,8 @@ def check_semantics(config: dict, workdir: Path | str | None = None) -> None:
                  f"{win['n_train']}")
         _require(st["prompt_len"] <= ctx_len, "steer.prompt_len",
                  f"{st['prompt_len']} is longer than the windows (ctx_len={ctx_len}); allowed values: 2..{ctx_len}")
-        _require(st["from_pos"] < st["prompt_len"] + st["max_new_tokens"], "steer.from_pos",
+        # with chat_template the prompt grows by the template's tokens (known once the tokenizer is loaded)
+        _require(st["chat_template"] or st["from_pos"] < st["prompt_len"] + st["max_new_tokens"], "steer.from_pos",
                  f"{st['from_pos']} is past every position; allowed values: 0..{st['prompt_len'] + st['max_new_tokens'] - 1}")
     for section in ("autocorr", "geometry"):
         _require(not config.get(section) or bool(config.get("influence")), section,

@@ -91,3 +91,10 @@ def test_nulls_are_seeded_disjoint_and_the_effect_is_the_direct_drop(setup):
     np.testing.assert_allclose(clean, np.where(labels == 1, 1, -1) * ref, rtol=1e-10)
     with pytest.raises(ValueError, match="no null set"):
         ablation.ablation_with_nulls(model, HOOK, sae, tokens, labels, a_ids, b_ids, S, np.array([2, 9, 4]))
+
+
+def test_answer_tokens_are_the_most_over_and_under_represented():
+    pos = np.array([[1, 1, 2], [1, 3, 2]])
+    neg = np.array([[4, 4, 2], [4, 3, 2]])
+    a, b = ablation.answer_tokens(np.vstack([pos, neg]), np.array([1, 1, 0, 0], bool), d_vocab=6, n=1)
+    assert a == {1} and b == {4}   # 1 only in positives, 4 only in negatives; 2 and 3 balanced

@@ -22,7 +22,7 @@ p = node["params"]
 device = jobs.device_of(node)
 model = lm.load_model(inputs["lm"] / "model", device)
 layers = p["layers"]
-specs = {L: locality.load_layer_dicts({L: inputs[f"dict_L{L}"]}, device)[L] for L in layers}
+specs = locality.load_layer_dicts({L: inputs[f"dict_L{L}"] for L in layers}, device)
 win = load_file(str(inputs["windows"] / "windows.safetensors"))
 rng = np.random.default_rng(p["seed"])
 sub = np.sort(rng.choice(len(win["train_tokens"]), min(p["n_train"], len(win["train_tokens"])), replace=False))
@@ -37,9 +37,7 @@ task_name = f"{node['labels']['dataset']}: label {task['positive']} vs {task['ne
 table = table.assign(task=task_name, dictionary=p["dictionary"])
 
 # Ablation: answer tokens of the task, then every layer's circuit of each K against seeded nulls.
-counts = [np.bincount(tr_tokens[y_tr == c][:, 1:].ravel(), minlength=model.cfg.d_vocab) + 1.0 for c in (1, 0)]
-ratio = np.log(counts[0] / counts[0].sum()) - np.log(counts[1] / counts[1].sum())
-a_ids, b_ids = set(np.argsort(-ratio)[:20].tolist()), set(np.argsort(ratio)[:20].tolist())
+a_ids, b_ids = ablation.answer_tokens(tr_tokens[:, 1:], y_tr == 1, model.cfg.d_vocab)  # BOS left out
 abl_rows = []
 for L in layers:
     alive = np.flatnonzero((X_tr[L] > 0).any(0))

@@ -19,7 +19,7 @@ from safetensors.numpy import load_file
 
 from saeflow import tensors
 from saeflow.data import activations
-from saeflow.evals import locality, probe, steering
+from saeflow.evals import ablation, locality, probe, steering
 from saeflow.evals.bootstrap import bootstrap_ci
 from saeflow.models import lm
 from saeflow.workflow import jobs, store
@@ -153,10 +153,7 @@ held = ~select                           # ... and the effect estimated on the o
 if margin_words is not None:
     a_ids, b_ids = ({tok.encode(" " + w, add_special_tokens=False)[0] for w in ws} for ws in margin_words)
 else:  # tokens most over-represented in positive vs negative train windows, and the reverse
-    counts = [np.bincount(win["train_tokens"][idx][m].ravel(), minlength=model.cfg.d_vocab) + 1.0
-              for m in (train_pos[idx], ~train_pos[idx])]
-    ratio = np.log(counts[0] / counts[0].sum()) - np.log(counts[1] / counts[1].sum())
-    a_ids, b_ids = set(np.argsort(-ratio)[:20].tolist()), set(np.argsort(ratio)[:20].tolist())
+    a_ids, b_ids = ablation.answer_tokens(win["train_tokens"][idx], train_pos[idx], model.cfg.d_vocab)
 
 alphas = sorted(set([0.0, *map(float, p["alphas"])]))
 per = {}                # (direction, alpha) -> {metric: per-unit values}

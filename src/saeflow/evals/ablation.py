@@ -65,6 +65,16 @@ def ablated(model, hook_name: str, dict_module, latents=None, mode: str = "zero"
         yield
 
 
+def answer_tokens(tokens, is_positive, d_vocab: int, n: int = 20) -> tuple[set, set]:
+    """(A, B): the n token ids most over-represented in the positive windows relative to the negative ones,
+    and the n most under-represented, by the add-one smoothed log ratio of their frequencies in
+    ``tokens[is_positive]`` and ``tokens[~is_positive]`` (ties: argsort order)."""
+    tokens, pos = np.asarray(tokens), np.asarray(is_positive, dtype=bool)
+    counts = [np.bincount(tokens[m].ravel(), minlength=d_vocab) + 1.0 for m in (pos, ~pos)]
+    ratio = np.log(counts[0] / counts[0].sum()) - np.log(counts[1] / counts[1].sum())
+    return set(np.argsort(-ratio)[:n].tolist()), set(np.argsort(ratio)[:n].tolist())
+
+
 def class_margin(model, tokens, labels, a_ids, b_ids, batch_size: int = 32) -> np.ndarray:
     """m(w) of the module docstring for every window (float64 [n]), under whatever hooks are active."""
     import torch

@@ -102,6 +102,8 @@ def circuit_faithfulness(X_train: dict, X_test: dict, y_train, y_test, ks, n_ran
 
     full = {L: np.arange(np.asarray(X_train[L]).shape[1]) for L in layers}
     ceiling = {L: score(full, [L]) for L in layers}
+    # the all-latents ceiling of each build-up prefix does not depend on K: fit once (one layer: as above)
+    prefix_ceiling = {j: ceiling[layers[0]] if j == 1 else score(full, layers[:j]) for j in range(1, len(layers) + 1)}
     for k in ks:
         k = int(k)
         circ = {L: circuits[L][k] for L in layers}
@@ -111,7 +113,7 @@ def circuit_faithfulness(X_train: dict, X_test: dict, y_train, y_test, ks, n_ran
         for j in range(1, len(layers) + 1):
             use = layers[:j]
             c_rand = np.stack([score({L: draws[L][k][r] for L in use}, use) for r in range(n_random)])
-            row = _row("buildup", use, k, score(circ, use), c_rand, score(full, use), n_resamples, seed)
+            row = _row("buildup", use, k, score(circ, use), c_rand, prefix_ceiling[j], n_resamples, seed)
             rows.append(row)
             if j == len(layers):
                 rows.append({**row, "scope": "union"})

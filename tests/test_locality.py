@@ -130,3 +130,21 @@ def test_kind_contrast_and_selection_against_scipy():
     assert res["echo_lower_than_topic"]
     ev = pd.DataFrame({"feature_id": [1, 1, 2, 3, 3], "event_idx": [0, 1, 0, 0, 1], "activation": [1, 1, 9, 2, 1]})
     assert locality.select_latents(ev, 2) == [3, 1]
+
+
+def test_mann_whitney_power_matches_noether_at_its_sample_size():
+    """Noether (1987): n per group = (z_{1-a/2} + z_{power})^2 / (6 (P(X < Y) - 1/2)^2) for equal groups; two
+    normal pools shifted by 0.5 sd give P(X < Y) = Phi(0.5 / sqrt 2)."""
+    from scipy.stats import norm
+
+    g = np.random.default_rng(0)
+    a, b = g.normal(0, 1, 20_000), g.normal(0.5, 1, 20_000)
+    p = norm.cdf(0.5 / np.sqrt(2))
+    n = int(np.ceil((norm.ppf(0.975) + norm.ppf(0.8)) ** 2 / (6 * (p - 0.5) ** 2)))
+    res = locality.mann_whitney_power(a, b, sizes=(n // 4, n, 4 * n), n_sim=600, seed=1)
+    assert res["power"][n] == pytest.approx(0.8, abs=0.06)
+    assert res["power"][n // 4] < 0.5 and res["power"][4 * n] > 0.99
+    assert res["n_for_80pct"] in (n, 4 * n)
+    # no difference: the test rejects at its level
+    null = locality.mann_whitney_power(a, a, sizes=(n,), n_sim=600, seed=2)
+    assert null["power"][n] == pytest.approx(0.05, abs=0.03) and null["n_for_80pct"] is None

@@ -237,7 +237,8 @@ def token_kinds(tokenizer, meta: dict) -> dict[int, str]:
 
 def kind_contrast(rows: pd.DataFrame) -> dict:
     """Per latent: its majority planted kind and mean H_pos over its "ok" events; then echo vs topic
-    latents compared by medians and a two-sided Mann-Whitney U test (scipy)."""
+    latents compared by medians and a two-sided Mann-Whitney U test (scipy), with the test's power at larger
+    sizes measured by resampling the observed latents (mann_whitney_power)."""
     from scipy.stats import mannwhitneyu
 
     ok = rows[rows["status"] == "ok"]
@@ -249,7 +250,35 @@ def kind_contrast(rows: pd.DataFrame) -> dict:
     if len(echo) and len(topic):
         res["mann_whitney_p"] = float(mannwhitneyu(echo, topic, alternative="two-sided").pvalue)
         res["echo_lower_than_topic"] = bool(echo.median() < topic.median())
+        if len(echo) >= 2 and len(topic) >= 2:
+            # how many latents of each kind the observed difference needs to be significant
+            pw = mann_whitney_power(echo, topic)
+            res["n_per_kind_for_80pct_power"] = pw["n_for_80pct"]
+            res["power_at_n"] = [{"n": n, "power": v} for n, v in pw["power"].items()]
     return res
+
+
+POWER_SIZES = (8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+def mann_whitney_power(a, b, sizes=POWER_SIZES, n_sim: int = 400, alpha: float = 0.05, seed: int = 0) -> dict:
+    """Power of the two-sided Mann-Whitney U test at n latents per group, measured by resampling the
+    observed per-latent values: for each n, ``n_sim`` draws of n values from ``a`` and n from ``b`` (with
+    replacement, numpy ``default_rng(seed)``); power(n) = fraction of draws with p < alpha. Returns
+    {"power": {n: power}, "n_for_80pct": the smallest n of ``sizes`` with power >= 0.8, or None}."""
+    from scipy.stats import mannwhitneyu
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.size < 2 or b.size < 2:
+        raise ValueError(f"each group needs >= 2 values to resample, got {a.size} and {b.size}")
+    g = np.random.default_rng(seed)
+    power = {}
+    for n in sizes:
+        xa = a[g.integers(0, a.size, (n_sim, n))]
+        xb = b[g.integers(0, b.size, (n_sim, n))]
+        p = mannwhitneyu(xa, xb, axis=1, alternative="two-sided").pvalue
+        power[int(n)] = float(np.mean(p < alpha))
+    return {"power": power, "n_for_80pct": next((n for n, v in power.items() if v >= 0.8), None)}
 
 
 def load_model_and_dicts(inputs: dict, layers: list[int], device: str = "cpu"):

@@ -93,13 +93,15 @@ def paired_bootstrap_diff(correct_a, correct_b, n_resamples=1000, confidence=0.9
     return bootstrap_ci(a - b, n_resamples=n_resamples, confidence=confidence, seed=seed)
 
 
-def sparse_probing(X_sae_tr, X_sae_te, X_raw_tr, X_raw_te, y_tr, y_te, ks=(1, 2, 5), n_resamples=1000, seed=0):
+def sparse_probing(X_sae_tr, X_sae_te, X_raw_tr, X_raw_te, y_tr, y_te, ks=(1, 2, 5), n_resamples=1000, seed=0,
+                   return_correct: bool = False):
     """One row per k in ks plus "all": k (str), acc_sae, acc_raw, diff = acc_sae - acc_raw, diff_lo/diff_hi
     (paired bootstrap 95% CI over test examples, paired_bootstrap_diff), n_train, n_test.
-    k larger than a representation's width is clipped to that width."""
+    k larger than a representation's width is clipped to that width. With ``return_correct``, also
+    {k (str): (correct_sae, correct_raw)}, the per-test-example correctness (saeflow.evals.compare pairs it)."""
     import pandas as pd
 
-    rows = []
+    rows, correct = [], {}
     n_sae = np.asarray(X_sae_tr).shape[1]
     n_raw = np.asarray(X_raw_tr).shape[1]
     for k in list(ks) + [None]:
@@ -108,9 +110,11 @@ def sparse_probing(X_sae_tr, X_sae_te, X_raw_tr, X_raw_te, y_tr, y_te, ks=(1, 2,
         acc_s, c_s = probe_accuracy(X_sae_tr, y_tr, X_sae_te, y_te, None if k is None else min(k, n_sae), seed)
         acc_r, c_r = probe_accuracy(X_raw_tr, y_tr, X_raw_te, y_te, None if k is None else min(k, n_raw), seed)
         d, lo, hi = paired_bootstrap_diff(c_s, c_r, n_resamples=n_resamples, seed=seed)
-        rows.append({"k": "all" if k is None else str(int(k)), "acc_sae": acc_s, "acc_raw": acc_r, "diff": d,
+        name = "all" if k is None else str(int(k))
+        rows.append({"k": name, "acc_sae": acc_s, "acc_raw": acc_r, "diff": d,
                      "diff_lo": lo, "diff_hi": hi, "n_train": int(len(y_tr)), "n_test": int(len(y_te))})
-    return pd.DataFrame(rows)
+        correct[name] = (c_s, c_r)
+    return (pd.DataFrame(rows), correct) if return_correct else pd.DataFrame(rows)
 
 
 def binary_task(labels_train, labels_test):

@@ -170,6 +170,52 @@ rule circuit:
         "../workflow/scripts/circuit.py"
 
 
+# latents of one preset's dictionary that another's lacks (activation correlation)
+rule feature_diff:
+    input:
+        unpack(upstream_of),
+    output:
+        f"{STORE}/feature_diff/{{key}}/{MANIFEST}",
+    params:
+        node=node_of,
+    log:
+        f"{LOGS}/feature_diff/{{key}}.log",
+    benchmark:
+        f"{BENCH}/feature_diff/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
+    threads: threads_of
+    resources:
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+        gpu=res("gpu"),
+        gpu_mem_mb=res("gpu_mem_mb"),
+    script:
+        "../workflow/scripts/feature_diff.py"
+
+
+# head-to-head verdicts of two dictionaries: paired bootstrap of every shared headline
+rule compare:
+    input:
+        unpack(upstream_of),
+    output:
+        f"{STORE}/compare/{{key}}/{MANIFEST}",
+    params:
+        node=node_of,
+    log:
+        f"{LOGS}/compare/{{key}}.log",
+    benchmark:
+        f"{BENCH}/compare/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
+    threads: threads_of
+    resources:
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+    script:
+        "../workflow/scripts/compare.py"
+
+
 # a latent's direction added over an alpha sweep vs diff-of-means and random controls
 rule steer:
     input:

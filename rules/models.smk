@@ -90,3 +90,27 @@ rule hf_model:
         runtime=res("runtime"),
     script:
         "../workflow/scripts/hf_model.py"
+
+
+# a preset's model re-initialised (seeded), the randomized-model control
+rule randomize_lm:
+    input:
+        unpack(upstream_of),
+    output:
+        f"{STORE}/randomize_lm/{{key}}/{MANIFEST}",
+    params:
+        node=node_of,
+    log:
+        f"{LOGS}/randomize_lm/{{key}}.log",
+    benchmark:
+        f"{BENCH}/randomize_lm/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
+    threads: threads_of
+    resources:
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+        gpu=res("gpu"),
+        gpu_mem_mb=res("gpu_mem_mb"),
+    script:
+        "../workflow/scripts/randomize_lm.py"

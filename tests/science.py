@@ -32,8 +32,15 @@ class Thresholds:
     circuits_beat_random: bool = True   # on planted topics: circuit gap CI > 0, ablation above every null
 
 
-def nodes(plan, step: str) -> list:
-    out = [n for n in plan.nodes.values() if n.step == step]
+def is_control(plan, n) -> bool:
+    """A node of a control preset (`<preset>-randomized`): its model is re-initialised, so what a trained
+    model must reach (thresholds, planted directions) is not asked of it; what holds of any model is."""
+    return bool(plan.config["presets"].get(n.labels.get("preset"), {}).get("control"))
+
+
+def nodes(plan, step: str, controls: bool = True) -> list:
+    """The plan's nodes of a step (``controls=False``: without the control presets' nodes)."""
+    out = [n for n in plan.nodes.values() if n.step == step and (controls or not is_control(plan, n))]
     assert out, f"the config plans no {step} node"
     return out
 
@@ -59,7 +66,7 @@ def dictionaries_reconstruct_and_conversions_are_faithful(plan, root: Path, t: T
         assert m["gates"]["fvu"] <= gates["max_fvu"] and m["gates"]["dead_frac"] <= gates["max_dead_frac"], m["gates"]
         if m["fidelity"] is not None:
             assert m["fidelity"]["passed"] and m["fidelity"]["n_differing_tokens"] == 0, m["fidelity"]
-    for n in nodes(plan, "recon"):
+    for n in nodes(plan, "recon", controls=False):
         r = store.read_json(root / n.path / "metrics.json")
         fvu = r["fvu"]
         assert 0 <= fvu["value"] < t.max_recon_fvu and fvu["lo"] <= fvu["value"] <= fvu["hi"], (n.labels, fvu)
@@ -77,7 +84,7 @@ def probes_are_above_chance(plan, root: Path, t: Thresholds) -> None:
         assert len(full) == len(n.params["layers"]) * len(n.params["dictionaries"])
         for row in full.itertuples():
             # Binary tasks: chance is 0.5; the 95% Wilson interval of both probes lies above it.
-            if t.probes_above_chance:
+            if t.probes_above_chance and not is_control(plan, n):
                 assert wilson_lo(row.acc_sae, row.n_test) > 0.5 and wilson_lo(row.acc_raw, row.n_test) > 0.5, row
             assert 0 <= row.acc_sae <= 1 and 0 <= row.acc_raw <= 1 and row.n_test > 0, row
             assert row.diff_lo <= row.diff <= row.diff_hi
@@ -103,7 +110,7 @@ def entropies_are_in_range(plan, root: Path, t: Thresholds) -> None:
 def planted_locality_direction_on_synthetic(plan, root: Path, t: Thresholds) -> None:
     """Echo words (fixed by the token 4 back) make latents more local than topic words (broad context)."""
     found = 0
-    for n in nodes(plan, "h_pos"):
+    for n in nodes(plan, "h_pos", controls=False):
         gt = root / n.path / "ground_truth.json"
         if not gt.is_file():
             continue
@@ -119,7 +126,7 @@ def steering_moves_the_planted_topic(plan, root: Path, t: Thresholds) -> None:
     CI above zero at a fluency-preserving alpha; the random-vector control's CI includes zero at its own
     best alpha, and at the latent's alpha its effect is below the latent's CI."""
     found = 0
-    for n in nodes(plan, "steer"):
+    for n in nodes(plan, "steer", controls=False):
         s = store.read_json(root / n.path / "summary.json")
         if s["contrast"]["kind"] != "planted_topic":
             continue
@@ -153,7 +160,8 @@ def circuits_beat_random_sets_on_planted_topics(plan, root: Path, t: Thresholds)
         np.testing.assert_allclose(table["faithfulness"], table["acc_circuit"] / table["acc_ceiling"])
         assert (table["gap_lo"] <= table["gap"]).all() and (table["gap"] <= table["gap_hi"]).all()
         assert len(abl) and abl["null"].str.split(",").map(len).eq(n.params["n_null"]).all()
-        if not t.circuits_beat_random or plan.config["datasets"][n.labels["dataset"]]["source"] != "synthetic":
+        if not t.circuits_beat_random or plan.config["datasets"][n.labels["dataset"]]["source"] != "synthetic" \
+                or is_control(plan, n):
             continue
         found += 1
         k = min(n.params["ks"])
@@ -164,6 +172,73 @@ def circuits_beat_random_sets_on_planted_topics(plan, root: Path, t: Thresholds)
     assert found > 0 or not t.circuits_beat_random, "no planted-topic circuit result"
 
 
+def comparisons_agree_with_the_nodes_they_compare(plan, root: Path, t: Thresholds) -> None:
+    """Every head-to-head row reads the compared nodes' own headlines (recon metrics.json, probe.parquet's
+    acc_sae), its verdict follows from its CI, every pair of arms is there at every layer, and FVU / CE
+    recovered are compared only between dictionaries of one site."""
+    from saeflow.evals.compare import verdict
+
+    for n in nodes(plan, "compare"):
+        table = pd.read_parquet(root / n.path / "compare.parquet")
+        arms = n.params["arms"]
+        pairs = {(L, arms[i]["label"], arms[j]["label"]) for L in n.params["layers"] for i, j in n.params["pairs"]}
+        assert set(table[["layer", "a", "b"]].itertuples(index=False, name=None)) == pairs, n.labels
+        assert (table["diff_lo"] <= table["diff"] + 1e-12).all() and (table["diff"] <= table["diff_hi"] + 1e-12).all()
+        hib = [None if pd.isna(v) else bool(v) for v in table["higher_is_better"]]
+        assert [verdict(r.diff_lo, r.diff_hi, h) for r, h in zip(table.itertuples(), hib)] == table["verdict"].tolist()
+        np.testing.assert_allclose(table["diff"], table["value_a"] - table["value_b"], atol=1e-12)
+        index = {a["label"]: i for i, a in enumerate(arms)}
+        for r in table.itertuples():
+            for side, label in (("value_a", r.a), ("value_b", r.b)):
+                i = index[label]
+                if r.metric in ("fvu", "ce_recovered", "kl"):
+                    m = store.read_json(root / plan.nodes[n.upstream[f"recon_L{r.layer}_a{i}"]].path / "metrics.json")
+                    assert getattr(r, side) == _approx(m[r.metric]["value"]), (r, side)
+                elif r.source == "probe":
+                    pr = pd.read_parquet(root / plan.nodes[n.upstream[f"probe_a{i}"]].path / "probe.parquet")
+                    acc = pr[(pr["layer"] == r.layer) & (pr["dictionary"] == arms[i]["dictionary"]) & (pr["k"] == r.k)]
+                    assert getattr(r, side) == _approx(float(acc["acc_sae"].iloc[0])), (r, side)
+            if r.metric in ("fvu", "ce_recovered"):
+                assert r.site_a == r.site_b, r
+
+
+def randomized_controls_destroy_what_the_model_learned(plan, root: Path, t: Thresholds) -> None:
+    """A randomized-model control predicts about uniformly (held-out loss within 1 bit of log2 vocab), worse
+    than the unigram model and far worse than the trained model it is the control of."""
+    controls = [n for n in plan.nodes.values() if n.step == "randomize_lm"]
+    assert controls or not any(p.get("controls") for p in plan.config["presets"].values())
+    for n in controls:
+        r = store.read_json(root / n.path / "report.json")
+        assert r["eval_loss_bits"] > r["unigram_entropy_bits"] and abs(r["eval_loss_bits"] - r["uniform_bits"]) < 1, r
+        assert r["eval_loss_bits"] > r["base_eval_loss_bits"] + 1, r
+
+
+def feature_diffs_stand_above_their_null(plan, root: Path, t: Thresholds) -> None:
+    """Every feature diff is a table of correlations in [-1, 1] whose unmatched flags follow the threshold,
+    and the threshold lies above the shifted-window null's 99th percentile (else a match above it could be
+    chance). A trained model against its randomized control: most of the trained dictionary is unmatched."""
+    for n in [n for n in plan.nodes.values() if n.step == "feature_diff"]:
+        table = pd.read_parquet(root / n.path / "feature_diff.parquet")
+        s = store.read_json(root / n.path / "feature_diff.json")
+        assert table["max_corr"].between(-1, 1).all() and table["null_max_corr"].between(-1, 1).all()
+        assert (table["unmatched"] == (table["live"] & (table["max_corr"] < s["threshold"]))).all()
+        a, b = n.params["presets"]
+        control = plan.config["presets"][b].get("control") or {}
+        for L, sides in s["layers"].items():
+            for side, x in sides.items():
+                assert x["null_q99"] < s["threshold"], (n.labels, L, side, x["null_q99"])
+                if control.get("of") == a and side == "A":
+                    assert x["frac_unmatched"] > 0.5, (n.labels, L, x)
+
+
+def _approx(v: float):
+    import pytest
+
+    return pytest.approx(v, rel=1e-9, abs=1e-12)
+
+
 CHECKS = (language_models_beat_the_unigram_model, dictionaries_reconstruct_and_conversions_are_faithful,
           probes_are_above_chance, entropies_are_in_range, planted_locality_direction_on_synthetic,
-          steering_moves_the_planted_topic, circuits_beat_random_sets_on_planted_topics)
+          steering_moves_the_planted_topic, circuits_beat_random_sets_on_planted_topics,
+          comparisons_agree_with_the_nodes_they_compare, randomized_controls_destroy_what_the_model_learned,
+          feature_diffs_stand_above_their_null)

@@ -43,7 +43,7 @@ def wd(tmp_path_factory):
                "id": "resid_out_layer{layer}/10_32768", "local_dir": str(assets / "dl"),
                "gates": {"max_fvu": 1e-9, "max_dead_frac": 1.0, "fail": False}}}  # a gate that must fail, recorded
     cfg["influence"].pop("dictionary", None)
-    for section in ("probe", "circuit", "autocorr", "geometry"):  # covered by the embedded workflow test; keeps CI short
+    for section in ("probe", "circuit", "compare", "autocorr", "geometry"):  # covered by the embedded workflow test; keeps CI short
         cfg.pop(section)
     (wd / CONFIG).write_text(yaml.safe_dump(cfg))
     t0 = time.time()

@@ -49,12 +49,15 @@ def test_layout_follows_the_seed_card(run):
 
 def test_colliding_destinations_are_rejected(tmp_path):
     st = tmp_path / "store"
-    a = _artefact(st, "probe", "a" * 20, {"x": b"1"})
-    # a probe artefact with a file probe/x... and another one playing role `probe` too would collide; so
-    # would two published steps whose folders coincide: here a second probe artefact under another role
-    b = _artefact(st, "probe", "b" * 20, {"x": b"2"})
+    # a role other than the step's own name publishes under <folder>_<role>/, but files that go to the top of
+    # the run (publish_top) still meet: two entropy artefacts under two roles collide
+    a = _artefact(st, "entropy_vs_depth", "a" * 20, {"entropy_comparison_resid_post_layer1.parquet": b"1"})
+    b = _artefact(st, "entropy_vs_depth", "b" * 20, {"entropy_comparison_resid_post_layer1.parquet": b"2"})
     with pytest.raises(ValueError, match="collides"):
-        publish.build_layout({"probe": a, "probe2": b})
+        publish.build_layout({"entropy_vs_depth": a, "entropy2": b})
+    p1, p2 = _artefact(st, "probe", "c" * 20, {"x": b"1"}), _artefact(st, "probe", "d" * 20, {"x": b"2"})
+    assert {r["dest"] for r in publish.build_layout({"probe": p1, "probe2": p2}) if not r["dest"].startswith("manifests")} \
+        == {"probe/x", "probe_probe2/x"}
 
 
 def test_materialise_is_atomic_and_keeps_an_unchanged_run(run):

@@ -87,10 +87,10 @@ def files_of(wd: Path, step: str) -> list[Path]:
     return sorted(p for p in (wd / "data/store" / step).rglob("*") if p.is_file())
 
 
-# recon_summary.png goes to figures/ and data/figures/; the dataset card to data/README.md.
-EXPORTS = {"export": 3, "all": 1}
 PUBLISH = {"publish": 1, "publish_run": 1, "dataset_card": 1}
-RECON_DOWN = {"recon": 3, "recon_summary": 1, **PUBLISH, **EXPORTS}
+# recon_summary.png and eval_plots' five figures go to figures/ and data/figures/, the dataset card to
+# data/README.md; compare pairs the recon tables, so its node and figure follow a recon edit.
+RECON_DOWN = {"recon": 3, "recon_summary": 1, "compare": 1, "eval_plots": 1, **PUBLISH, "export": 13, "all": 1}
 
 
 # The README's everyday commands, run as written in this module's copy, where the tiny config is also the
@@ -127,7 +127,7 @@ def test_full_dag_runs_figure_exists_manifests_verify(wd):
     arts = list(store.iter_artefacts(wd / "data/store"))
     assert {a.parent.name for a in arts} == {"corpus", "tokenizer", "windows", "train_lm", "cache_activations", "train_dict", "recon",
                                              "recon_summary", "entropy_vs_depth", "ctxlen_sweep", "top_contexts", "h_pos",
-                                             "locality_plots", "entropy_grid", "probe", "circuit", "autocorr", "geometry",
+                                             "locality_plots", "entropy_grid", "probe", "circuit", "compare", "autocorr", "geometry",
                                              "eval_plots", "publish", "dataset_card"}
     for fig in ("recon_summary.png", "entropy_vs_depth_grid.png", "entropy_vs_depth__t__synthetic.png",
                 "probe__t__synthetic.png", "autocorr__t__synthetic.png", "geometry__t__synthetic.png"):
@@ -174,7 +174,8 @@ TINY = science.Thresholds(lm_margin_bits=None, max_recon_fvu=1.0, min_ce_recover
 
 @pytest.mark.parametrize("check", [science.dictionaries_reconstruct_and_conversions_are_faithful,
                                    science.probes_are_above_chance, science.entropies_are_in_range,
-                                   science.circuits_beat_random_sets_on_planted_topics],
+                                   science.circuits_beat_random_sets_on_planted_topics,
+                                   science.comparisons_agree_with_the_nodes_they_compare],
                          ids=lambda c: c.__name__)
 def test_the_numbers_a_researcher_reads(wd, check):
     conf = cfg.validate(yaml.safe_load((wd / CONFIG).read_text()))
@@ -231,9 +232,9 @@ def test_edit_recon_script_reruns_only_recon_and_descendants(wd):
     run(wd)
     assert stat_of(files_of(wd, "cache") + files_of(wd, "dict")) == upstream
     # Reverting the edit: the old artefacts are still in the store, no computation reruns; only the
-    # export copies the old figure back to its fixed path.
+    # exports copy the old figures back to their fixed paths (recon_summary's, and eval_plots' with compare's).
     script.write_text(original)
-    assert planned(wd) == EXPORTS
+    assert planned(wd) == {"export": 13, "all": 1}
     run(wd)
     assert planned(wd) == {}
 
@@ -249,10 +250,10 @@ def test_edit_module_only_recon_imports(wd):
 
 
 def test_edit_probe_script_reruns_only_probe_and_its_figures(wd):
-    # eval_plots draws the probe, circuit, autocorrelation and geometry figures: its four exports (to figures/
-    # and data/figures/) are re-copied, and the run is re-published.
+    # eval_plots draws the probe, circuit, compare, autocorrelation and geometry figures: its five exports (to
+    # figures/ and data/figures/) are re-copied, and the run is re-published; compare pairs the probe's windows.
     assert plans_after_edit(wd, "workflow/scripts/probe.py", "\nprint('probe script edited')\n") == {
-        "probe": 1, "eval_plots": 1, **PUBLISH, "export": 9, "all": 1}
+        "probe": 1, "compare": 1, "eval_plots": 1, **PUBLISH, "export": 11, "all": 1}
 
 
 def test_plotting_fix_reruns_no_computation(wd):
@@ -260,7 +261,7 @@ def test_plotting_fix_reruns_no_computation(wd):
         "locality_plots": 1, "entropy_grid": 1, **PUBLISH, "export": 5, "all": 1}
     # The probe figure lives in saeflow.report (not beside the metric): fixing it reruns the plots, not the probe.
     assert plans_after_edit(wd, "src/saeflow/report/eval_figures.py", "\n_PLOT_FIX = 1\n") == {
-        "eval_plots": 1, **PUBLISH, "export": 9, "all": 1}
+        "eval_plots": 1, **PUBLISH, "export": 11, "all": 1}
 
 
 def test_comment_only_edit_of_module_every_step_imports(wd):
@@ -284,8 +285,8 @@ def test_changing_k_reruns_training_and_descendants_only(wd):
     # topk is also the dictionary of the influence analyses: they rerun too; the cache does not.
     assert planned(wd) == {"train_dict": 1, "recon": 1, "recon_summary": 1, "entropy_vs_depth": 1, "ctxlen_sweep": 1,
                            "top_contexts": 1, "h_pos": 1, "locality_plots": 1, "entropy_grid": 1,
-                           "probe": 1, "circuit": 1, "autocorr": 1, "geometry": 1, "eval_plots": 1, **PUBLISH,
-                           "export": 15,
+                           "probe": 1, "circuit": 1, "compare": 1, "autocorr": 1, "geometry": 1, "eval_plots": 1,
+                           **PUBLISH, "export": 17,
                            "all": 1}
     report = saeflow_status(wd)
     assert "params changed: k" in report and "upstream will run: dict" in report
@@ -298,7 +299,7 @@ def test_store_copied_to_fresh_clone_does_nothing(wd, tmp_path):
     # Plain copies: every mtime is new, and no .snakemake metadata comes along.
     shutil.copytree(wd / "data", fresh / "data", copy_function=shutil.copy)
     # No computation; only the figures are copied to their fixed paths.
-    assert planned(fresh) == {"export": 7, "all": 1}
+    assert planned(fresh) == {"export": 8, "all": 1}
     shutil.copytree(wd / "figures", fresh / "figures", copy_function=shutil.copy)
     assert planned(fresh) == {}
 

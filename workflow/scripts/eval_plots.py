@@ -1,4 +1,4 @@
-"""Rule eval_plots: the figures of probing, circuits, steering, autocorrelation and geometry of one (preset, dataset)."""
+"""Rule eval_plots: the figures of probing, circuits, steering, head-to-head comparisons, autocorrelation and geometry of one (preset, dataset)."""
 import pandas as pd
 
 from saeflow.report import eval_figures
@@ -25,6 +25,12 @@ with store.write_artefact(out, node) as art:
                                     art.path(f"circuit__{lab['preset']}__{lab['dataset']}.png"),
                                     f"Sparse feature circuits of {store.read_json(c / 'summary.json')['dictionary']}: "
                                     f"{where}")
+    for role, what in (("compare", "Head-to-head"), ("control", "Trained model (A) vs its randomized control (B)")):
+        if role in inputs:
+            conf = store.read_json(inputs[role] / "summary.json")["confidence"]
+            eval_figures.compare_figure(pd.read_parquet(inputs[role] / "compare.parquet"),
+                                        art.path(f"{role}__{lab['preset']}__{lab['dataset']}.png"),
+                                        f"{what}, A - B with {conf:.0%} bootstrap CIs: {where}")
     if "autocorr" in inputs:
         m = store.read_manifest(inputs["autocorr"])
         for i, L in enumerate(m["params"]["layers"]):

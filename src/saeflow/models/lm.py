@@ -113,7 +113,7 @@ def save_model(model, out_dir: Path, arch: dict) -> None:
     model.tokenizer.save_pretrained(str(out_dir / "tokenizer"))
 
 
-def load_model(model_dir: str | Path, device: str = "cpu"):
+def _load_base_model(model_dir: str | Path, device: str = "cpu"):
     """The model of an `lm` or `hf_model` artefact's `model/` directory, in eval mode.
 
     Embedded: rebuilt from `save_model`'s files (strict state-dict load). Hugging Face: `source.json`
@@ -133,6 +133,22 @@ def load_model(model_dir: str | Path, device: str = "cpu"):
     model = build_model(arch, Path(model_dir) / "tokenizer", device)
     model.load_state_dict(load_file(str(Path(model_dir) / "model.safetensors"), device=device), strict=True)
     return model.eval()
+
+
+def load_model(model_dir: str | Path, device: str = "cpu"):
+    """The model of an `lm`, `hf_model` or `randomize_lm` artefact's `model/` directory, in eval mode. A
+    `randomize_lm` directory holds its base model's files and `randomized.json`: the base is loaded and
+    re-initialised (saeflow.models.controls.randomized with the recorded seed)."""
+    model = _load_base_model(model_dir, device)
+    marker = Path(model_dir) / "randomized.json"
+    if marker.is_file():
+        from saeflow.models import controls
+
+        spec = json.loads(marker.read_text())
+        if spec.get("init") != controls.INIT or not isinstance(spec.get("seed"), int):
+            raise ValueError(f"{marker}: expected {{'seed': <int>, 'init': {controls.INIT!r}}}, got {spec}")
+        return controls.randomized(model, spec["seed"])
+    return model
 
 
 LOCAL_MODEL_DIRS_ENV = "SAEFLOW_MODEL_LOCAL_DIRS"

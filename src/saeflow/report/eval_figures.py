@@ -306,3 +306,118 @@ def circuit_figure(table: pd.DataFrame, ablation: pd.DataFrame, path, title: str
     fig.suptitle(f"{title}\n{task}", fontsize=10)
     fig.tight_layout()
     finish(fig, path)
+
+
+COMPARE_LABELS = {"fvu": "FVU (lower better)", "ce_recovered": "CE recovered (higher better)",
+                  "ce_increase": "CE increase, nats/token (lower better)", "kl": "KL(clean || spliced) (lower better)"}
+VERDICT_COLOURS = {"A better": "C2", "B better": "C3", "A higher": "C0", "B higher": "C1", "no difference": "grey"}
+
+
+def compare_figure(table: pd.DataFrame, path, title: str) -> None:
+    """Head-to-head verdicts (saeflow.evals.compare): one panel per metric, one row per (layer, A vs B) with
+    the paired difference A - B and its bootstrap CI, coloured by verdict (green: A better, red: B better,
+    grey: no difference), the values of A and B written beside it. Saved atomically."""
+    from saeflow.report.plotting import finish, pyplot
+
+    need = {"layer", "a", "b", "metric", "value_a", "value_b", "diff", "diff_lo", "diff_hi", "verdict"}
+    if need - set(table.columns):
+        raise ValueError(f"compare table: missing columns {sorted(need - set(table.columns))}")
+    metrics = list(dict.fromkeys(table["metric"]))
+    ncols = min(4, len(metrics))
+    nrows = -(-len(metrics) // ncols)
+    pairs = table[["layer", "a", "b"]].drop_duplicates().sort_values(["layer"], kind="stable")
+    plt = pyplot()
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 0.5 * len(pairs) * nrows + 1.8 * nrows),
+                             squeeze=False)
+    for ax, m in zip(axes.flat, metrics):
+        g = table[table["metric"] == m]
+        labels = []
+        for i, pr in enumerate(pairs.itertuples()):
+            r = g[(g["layer"] == pr.layer) & (g["a"] == pr.a) & (g["b"] == pr.b)]
+            labels.append(f"L{pr.layer}: {pr.a} vs {pr.b}")
+            if not len(r):
+                why = ("no H_pos" if m.startswith("mean_H_pos") else
+                       "not probed" if "@" in m else "not compared (different sites)")
+                ax.text(0.5, i, why, transform=ax.get_yaxis_transform(), ha="center", va="center", fontsize=7,
+                        color="0.6", style="italic")
+                continue
+            r = r.iloc[0]
+            col = VERDICT_COLOURS[r["verdict"]]
+            ax.errorbar([r["diff"]], [i], xerr=[[r["diff"] - r["diff_lo"]], [r["diff_hi"] - r["diff"]]], fmt="o",
+                        color=col, capsize=3)
+            ax.annotate(f"{r['value_a']:.3g} vs {r['value_b']:.3g}", (r["diff"], i), xytext=(0, 6),
+                        textcoords="offset points", ha="center", fontsize=7, color=col)
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_yticks(range(len(pairs)), labels, fontsize=7)
+        ax.set_ylim(len(pairs) - 0.5, -0.7)
+        ax.set_xlabel("A - B (" + ("unpaired" if m.startswith("mean_H_pos") else "paired") + " bootstrap CI)", fontsize=8)
+        ax.set_title(COMPARE_LABELS.get(m) or (f"mean H_pos over latents, ctx {m.split('ctx')[1]} (unpaired)"
+                                               if m.startswith("mean_H_pos") else
+                                               f"probe accuracy, k={m.split('@')[1]} (higher better)" if "@" in m
+                                               else m), fontsize=9)
+        ax.grid(alpha=0.3, axis="x")
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    shown = set(table["verdict"]) | {"A better", "B better", "no difference"}
+    handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=v) for v, c in VERDICT_COLOURS.items() if v in shown]
+    handles.append(plt.Line2D([], [], ls="", label="(A: the first named of each pair; text: value of A vs B)"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    finish(fig, path)
+
+
+def feature_diff_figure(table: pd.DataFrame, summary: dict, path, title: str) -> None:
+    """Cross-model feature diff (saeflow.evals.feature_diff), one row per layer: the distribution over live
+    latents of the best activation correlation with the other dictionary, for A and for B, against the
+    misaligned-window null and the threshold; and each latent's asymmetry ratio (log10) against its best
+    correlation, unmatched latents filled. Saved atomically."""
+    from saeflow.report.plotting import finish, pyplot
+
+    need = {"layer", "side", "preset", "live", "max_corr", "null_max_corr", "asymmetry", "unmatched", "latent"}
+    if need - set(table.columns):
+        raise ValueError(f"feature diff table: missing columns {sorted(need - set(table.columns))}")
+    layers = sorted(table["layer"].unique())
+    plt = pyplot()
+    fig, axes = plt.subplots(len(layers), 2, figsize=(13, 4.2 * len(layers)), squeeze=False)
+    thr = summary["threshold"]
+    for row, L in enumerate(layers):
+        t = table[(table["layer"] == L) & table["live"]]
+        ls = summary["layers"][str(L)]
+        ax = axes[row, 0]
+        lo = min(0.0, float(t[["max_corr", "null_max_corr"]].min().min()))
+        bins = np.linspace(lo, 1.0, 41)
+        for side, col in (("A", "C0"), ("B", "C1")):
+            g = t[t["side"] == side]
+            s = ls[side]
+            ax.hist(g["max_corr"], bins=bins, histtype="step", lw=1.8, color=col,
+                    label=f"{side} = {s['preset']}: {s['n_unmatched']}/{s['n_live']} live unmatched")
+            ax.hist(g["null_max_corr"], bins=bins, histtype="step", lw=1, ls="--", color=col,
+                    label=f"{side} null (codes shifted 1.5 windows), q99 {s['null_q99']:.2f}")
+        ax.axvline(thr, color="k", ls=":", lw=1.2, label=f"threshold {thr:g}")
+        ax.set_xlabel("best activation correlation with the other dictionary's latents")
+        ax.set_ylabel("latents")
+        ax.set_yscale("log")
+        ax.set_title(f"layer {L}: best match per live latent", fontsize=10)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        ax = axes[row, 1]
+        for side, col in (("A", "C0"), ("B", "C1")):
+            g = t[t["side"] == side]
+            la = np.log10(np.clip(g["asymmetry"].to_numpy(), 1e-3, 1e6))
+            um = g["unmatched"].to_numpy()
+            ax.scatter(g["max_corr"][~um], la[~um], s=8, color=col, alpha=0.35, label=f"{side}: matched")
+            ax.scatter(g["max_corr"][um], la[um], s=16, color=col, edgecolor="k", lw=0.4, label=f"{side}: unmatched")
+            for r in sorted(ls[side]["unmatched_top"], key=lambda r: -r["asymmetry"])[:3]:
+                ax.annotate(f"{side}{r['latent']}", (r["max_corr"], np.log10(np.clip(r["asymmetry"], 1e-3, 1e6))),
+                            fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.axvline(thr, color="k", ls=":", lw=1.2)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xlabel("best activation correlation")
+        ax.set_ylabel("log10 asymmetry ratio")
+        ax.set_title(f"layer {L}: asymmetry (latent / its best match, on the latent's firing tokens)", fontsize=10)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    finish(fig, path)

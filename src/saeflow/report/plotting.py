@@ -201,7 +201,8 @@ def stats_text(stats: dict) -> str:
     values are skipped."""
     names = {"mann_whitney_p": "Mann-Whitney p", "n_echo": "n echo", "n_topic": "n topic",
              "n_filler": "n filler", "median_echo": "median echo", "median_topic": "median topic",
-             "median_filler": "median filler", "median_H_pos": "median H_pos", "n_latents": "n latents"}
+             "median_filler": "median filler", "median_H_pos": "median H_pos", "n_latents": "n latents",
+             "n_per_kind_for_80pct_power": "n per kind for 80% power"}
     lines = []
     for k, v in stats.items():
         label = names.get(k, str(k).replace("_", " "))

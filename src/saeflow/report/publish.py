@@ -47,7 +47,8 @@ def destination(step: str, role: str, rel: str) -> str:
     directory: under the step's publish folder (saeflow.workflow.steps), except files whose names start with
     one of its `publish_top` prefixes, which sit at the top as in the seed card
     (`entropy_comparison_<site>_layer<L>.*`, `entropy_plots_<site>_layer<L>/`). Recon nodes play roles
-    `recon__<dictionary>__layer<L>` and go to `recon/<dictionary>_layer<L>/`."""
+    `recon__<dictionary>__layer<L>` and go to `recon/<dictionary>_layer<L>/`; any other role than the step's
+    own name goes to `<publish folder>_<role>/` (the control comparison: `compare_control/`)."""
     declared = steps.step(step)
     if declared.publish is None:
         raise ValueError(f"step {step} is not published (saeflow.workflow.steps: publish is None)")
@@ -56,6 +57,8 @@ def destination(step: str, role: str, rel: str) -> str:
     if role.startswith("recon__"):
         _, dictionary, layer = role.split("__")
         return f"{declared.publish}/{dictionary}_{layer}/{rel}"
+    if role != step:
+        return f"{declared.publish}_{role}/{rel}"
     return f"{declared.publish}/{rel}"
 
 

@@ -233,8 +233,50 @@ def validate(config: dict, schema: dict | None = None, workdir: Path | str | Non
         if errors:
             # `best_match` picks the most specific of the errors inside allOf/if branches.
             raise ConfigError(_describe(jsonschema.exceptions.best_match(errors)))
+    _expand_controls(config)
     check_semantics(config, workdir)
     return config
+
+
+CONTROL_KINDS = ("randomized",)
+RANDOMIZED_INIT = "transformer_lens"  # how a randomized control is initialised (saeflow.models.controls)
+
+
+def control_preset_name(pname: str, kind: str) -> str:
+    return f"{pname}-{kind}"
+
+
+def _expand_controls(config: dict) -> None:
+    """Each `presets.<p>.controls` entry becomes a preset `<p>-<kind>` right after <p>: a copy of <p> (no
+    `controls`) with `control: {kind, of: <p>, seed}`, planned like any preset (saeflow.workflow.plan runs its
+    nodes on the control model). A config validated before keeps its derived presets as they are."""
+    presets = config["presets"]
+    derived_of = {control_preset_name(p, k): (p, k) for p, pre in presets.items() for k in pre.get("controls", [])}
+    for name, pre in presets.items():
+        if "control" in pre:
+            of = derived_of.get(name)
+            _require(of is not None and (pre["control"]["of"], pre["control"]["kind"]) == of, f"presets.{name}.control",
+                     "is set by saeflow on a control preset, named <preset>-<kind> after its preset's `controls`; "
+                     "required: list the control in presets.<preset>.controls instead")
+    for name, (base, kind) in derived_of.items():
+        _require(name not in presets or "control" in presets[name], f"presets.{name}",
+                 f"is the name of the {kind} control of preset {base!r} (presets.{base}.controls); required: another "
+                 "preset name")
+    expanded = {}
+    for name, pre in presets.items():
+        if name in derived_of:
+            continue  # placed after its base below
+        expanded[name] = pre
+        for kind in pre.get("controls", []):
+            cname = control_preset_name(name, kind)
+            spec = {"kind": kind, "of": name, "seed": config.get("seed", 0)}
+            derived = presets.get(cname) or {**copy.deepcopy({k: v for k, v in pre.items() if k != "controls"}),
+                                             "control": spec}
+            _require(derived["control"] == spec, f"presets.{cname}.control",
+                     f"{derived['control']} does not match its preset's; required: {spec}")
+            expanded[cname] = derived
+    presets.clear()
+    presets.update(expanded)
 
 
 # -------------------------------------------------------------------------------------- semantics
@@ -490,6 +532,30 @@ def check_semantics(config: dict, workdir: Path | str | None = None) -> None:
                 _require(2 * k <= d_sae, "circuit.ks",
                          f"k={k} leaves no null set in d_sae={d_sae} of {ci['dictionary']!r} in preset {pname!r} "
                          f"(an ablation's null sets are drawn outside the circuit); allowed values: 1..{d_sae // 2}")
+    if config.get("feature_diff"):
+        fdc = config["feature_diff"]
+        presets = config["presets"]
+        _require(fdc["n_windows"] <= win["n_eval"], "feature_diff.n_windows",
+                 f"{fdc['n_windows']} is more than windows.n_eval={win['n_eval']}; required: <= {win['n_eval']}")
+        for a, b in fdc["pairs"]:
+            for name in (a, b):
+                _require(name in presets, "feature_diff.pairs",
+                         f"{name!r} is not a preset; allowed values: {', '.join(presets)}")
+                _require(fdc["dictionary"] in presets[name]["dictionaries"], "feature_diff.dictionary",
+                         f"{fdc['dictionary']!r} is not among presets.{name}.dictionaries; allowed values: "
+                         + ", ".join(presets[name]["dictionaries"]))
+            _require(a != b, "feature_diff.pairs", f"[{a}, {b}] compares a preset with itself; required: two presets")
+            _require(presets[a]["model"]["d_model"] == presets[b]["model"]["d_model"], "feature_diff.pairs",
+                     f"{a!r} has d_model {presets[a]['model']['d_model']}, {b!r} {presets[b]['model']['d_model']}; "
+                     "required: presets of one d_model")
+            _require(bool(set(presets[a]["datasets"]) & set(presets[b]["datasets"])), "feature_diff.pairs",
+                     f"{a!r} and {b!r} share no dataset; required: at least one dataset both list")
+            _require(bool(set(presets[a]["layers"]) & set(presets[b]["layers"])), "feature_diff.pairs",
+                     f"{a!r} and {b!r} share no layer; required: at least one layer both list")
+    if config.get("compare"):
+        for dname in config["compare"]["dictionaries"]:
+            _require(dname in listed, "compare.dictionaries",
+                     f"{dname!r} is not listed by any preset; allowed values: {', '.join(listed)}")
     if config.get("steer"):
         st = config["steer"]
         _require(st["dictionary"] in saes, "steer.dictionary",

@@ -9,6 +9,9 @@ Steps and their upstreams (embedded presets):
                             recon(preset, dataset, layer, dictionary) <── dict, windows, lm
                             recon_summary <── every recon
 
+A control preset (`<preset>-randomized`, from `controls: [randomized]`) shares its base preset's tokenizer,
+windows and LM nodes; randomize_lm(lm) takes the LM's place for every node from the cache on.
+
 A node's path is `<store>/<step>/<key>`; Snakemake wires rules by these paths, so a changed key is
 simply a missing output, and an unchanged key is found complete whatever the mtimes say.
 """
@@ -19,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from saeflow.workflow import keys
-from saeflow.workflow.config import TRANSCODER_KINDS, influence_dictionary, trained_width
+from saeflow.workflow.config import RANDOMIZED_INIT, TRANSCODER_KINDS, influence_dictionary, trained_width
 from saeflow.workflow.steps import step as registry_step
 
 
@@ -187,6 +190,7 @@ def build_plan(config: dict, workdir: Path | str) -> Plan:
     recons: dict[str, Node] = {}
     entropies: dict[str, Node] = {}
     runs: dict[str, Node] = {}
+    done: dict[tuple[str, str], dict[str, Node]] = {}  # (preset, dataset) -> its nodes by role
     for pname, preset in config["presets"].items():
         model = preset["model"]
         device = preset.get("device", "cpu")
@@ -216,6 +220,13 @@ def build_plan(config: dict, workdir: Path | str) -> Plan:
             lm_params["device"] = device
             lm = plan.add("train_lm", lm_params, {"windows": windows_for(model["train_dataset"]), "tokenizer": tok},
                           {"preset": pname}, device=device)
+        if preset.get("control"):
+            # a control preset shares its base's tokenizer, windows and LM nodes (same keys); from here on
+            # every node reads the control model instead
+            c = preset["control"]
+            lm = plan.add("randomize_lm", {"seed": c["seed"], "init": RANDOMIZED_INIT},
+                          {"lm": lm, "windows": windows_for(preset["datasets"][0])},
+                          {"preset": pname, "control": c["kind"]}, device=device)
 
         dict_specs = {d: config["dictionaries"][d] for d in preset["dictionaries"]}
         needs_mlp = any(s["kind"] in TRANSCODER_KINDS for s in dict_specs.values())
@@ -255,10 +266,15 @@ def build_plan(config: dict, workdir: Path | str) -> Plan:
                 results.update(_add_locality(plan, config, pname, ds, preset, lm, win, cache, corpora[ds],
                                              dicts_of_ds, device))
                 entropies[f"e{len(entropies)}"] = results["entropy_vs_depth"]
+            done[(pname, ds)] = {**results, "_windows": win, "_lm": lm,
+                                 **{f"_dict_L{L}_{d}": n for (L, d), n in dicts_of_ds.items()}}
             results.update(_add_evals(plan, config, pname, ds, preset, lm, win, corpora[ds], dicts_of_ds,
-                                      results.get("h_pos"), device))
+                                      recons_of_ds, results.get("h_pos"), device, done))
+            done[(pname, ds)].update(results)
             if config.get("publish"):
                 runs[f"p{len(runs)}"] = _add_publish(plan, config, pname, ds, preset, results)
+    if config.get("feature_diff"):
+        _add_feature_diffs(plan, config, done)
     summary = plan.add("recon_summary", {}, recons, {})
     plan.export("recon_summary.png", summary)
     if entropies:
@@ -287,7 +303,7 @@ def _add_publish(plan: Plan, config: dict, pname: str, ds: str, preset: dict, re
               "threshold": preset["threshold"], "ctx_len": config["windows"]["ctx_len"],
               "num_batches": inf.get("n_windows"), "model": _keyed(preset["model"]),
               "dictionaries": {d: _keyed(config["dictionaries"][d]) for d in preset["dictionaries"]},
-              "seed": config.get("seed", 0)}
+              "seed": config.get("seed", 0), **({"control": preset["control"]} if preset.get("control") else {})}
     node = plan.add("publish", params, results, {"preset": pname, "dataset": ds})
     plan.published[f"{plan.data_root}/{pname}/{ds}/.published/{node.key}.json"] = node.key
     return node
@@ -321,11 +337,70 @@ def _add_locality(plan: Plan, config: dict, pname: str, ds: str, preset: dict, l
             "locality_plots": plots}
 
 
+def _compare_node(plan: Plan, config: dict, kind: str, arms: list[tuple[str, str, str, dict]],
+                  pairs: list[tuple[int, int]], layers: list, labels: dict) -> Node:
+    """A `compare` node of arms (preset, dictionary, label, that (preset, dataset)'s nodes by role): recon per
+    layer, and the probe / h_pos nodes where the arm's dictionary is in them."""
+    up = {}
+    for i, (p, d, _, nodes) in enumerate(arms):
+        up.update({f"recon_L{L}_a{i}": nodes[f"recon__{d}__layer{L}"] for L in layers})
+        if "probe" in nodes and d in nodes["probe"].params["dictionaries"]:
+            up[f"probe_a{i}"] = nodes["probe"]
+        if "h_pos" in nodes and influence_dictionary(config, p) == d:
+            up[f"h_pos_a{i}"] = nodes["h_pos"]
+    params = {"n_resamples": 1000, "confidence": 0.95, **{k: v for k, v in (config.get("compare") or {}).items()
+                                                          if k != "dictionaries"},
+              "kind": kind, "arms": [{"preset": p, "dictionary": d, "label": lab} for p, d, lab, _ in arms],
+              "pairs": [list(pr) for pr in pairs], "layers": layers, "seed": config.get("seed", 0)}
+    return plan.add("compare", params, up, labels)
+
+
+def _add_control_comparison(plan: Plan, config: dict, pname: str, ds: str, preset: dict,
+                            done: dict) -> dict[str, Node]:
+    """Each dictionary of a control preset against the same dictionary of its base preset (A: the trained
+    model, B: the control), as a `compare` node in the role `control`."""
+    base, kind = preset["control"]["of"], preset["control"]["kind"]
+    arms = []
+    for d in preset["dictionaries"]:
+        arms += [(base, d, d, done[(base, ds)]), (pname, d, f"{d} ({kind})", done[(pname, ds)])]
+    pairs = [(2 * i, 2 * i + 1) for i in range(len(preset["dictionaries"]))]
+    return {"control": _compare_node(plan, config, "control", arms, pairs, preset["layers"],
+                                     {"preset": pname, "dataset": ds})}
+
+
+def _add_feature_diffs(plan: Plan, config: dict, done: dict) -> None:
+    """A `feature_diff` node per pair [A, B] and dataset both list, over their shared layers, with its figure
+    (a cross-model figure: figures/ and data/figures/). A and B must cut the same windows."""
+    from saeflow.workflow.config import ConfigError
+
+    fdc = config["feature_diff"]
+    presets = config["presets"]
+    d = fdc["dictionary"]
+    for a, b in fdc["pairs"]:
+        for ds in [x for x in presets[a]["datasets"] if x in presets[b]["datasets"]]:
+            na, nb = done[(a, ds)], done[(b, ds)]
+            if na["_windows"].key != nb["_windows"].key:
+                raise ConfigError(f"config key 'feature_diff.pairs': {a!r} and {b!r} cut different windows of {ds!r} "
+                                  "(different tokenizers); required: presets of one tokenizer (same train_dataset and "
+                                  "vocab_size, or one hub tokenizer)")
+            layers = [L for L in presets[a]["layers"] if L in presets[b]["layers"]]
+            device = presets[a].get("device", "cpu")
+            up = {"lm_a": na["_lm"], "lm_b": nb["_lm"], "windows": na["_windows"],
+                  **{f"dict_a_L{L}": na[f"_dict_L{L}_{d}"] for L in layers},
+                  **{f"dict_b_L{L}": nb[f"_dict_L{L}_{d}"] for L in layers}}
+            params = {k: v for k, v in fdc.items() if k != "pairs"}
+            node = plan.add("feature_diff", {**params, "presets": [a, b], "layers": layers, "device": device}, up,
+                            {"preset": a, "dataset": ds, "other": b, "dictionary": d}, device=device)
+            plan.export(f"feature_diff__{a}__{b}__{ds}.png", node)
+
+
 def _add_evals(plan: Plan, config: dict, pname: str, ds: str, preset: dict, lm: Node, win: Node, corpus: Node,
-               dicts: dict, hpos: Node | None, device: str) -> dict[str, Node]:
-    """Sparse probing, steering, activation autocorrelation and decoder geometry of one (preset, dataset),
-    and their figures (one plotting node, so a plotting fix reruns no computation); returns the nodes by
-    role."""
+               dicts: dict, recons: dict, hpos: Node | None, device: str, done: dict) -> dict[str, Node]:
+    """Sparse probing, circuits, steering, head-to-head comparisons, activation autocorrelation and decoder
+    geometry of one (preset, dataset), and their figures (one plotting node, so a plotting fix reruns no
+    computation); returns the nodes by role. ``recons``: the recon nodes by `recon__<dictionary>__layer<L>`;
+    ``done``: the nodes by role of every (preset, dataset) planned so far (a control preset is compared
+    with its base, planned before it)."""
     layers = preset["layers"]
     labels = {"preset": pname, "dataset": ds}
     evals = {}
@@ -351,6 +426,15 @@ def _add_evals(plan: Plan, config: dict, pname: str, ds: str, preset: dict, lm: 
         evals["steer"] = plan.add("steer", params, {"lm": lm, "windows": win, "corpus": corpus,
                                                     "dict": dicts[(L, steer["dictionary"])]},
                                   {**labels, "layer": L, "dictionary": steer["dictionary"]}, device=device)
+    compared = [d for d in (config.get("compare") or {}).get("dictionaries", []) if d in preset["dictionaries"]]
+    if len(compared) >= 2:
+        here = {**recons, **evals}
+        arms = [(pname, d, d, here) for d in compared]
+        pairs = [(i, j) for i in range(len(arms)) for j in range(i + 1, len(arms))]
+        evals["compare"] = _compare_node(plan, config, "dictionaries", arms, pairs, layers, labels)
+    if preset.get("control"):
+        done[(pname, ds)] = {**done.get((pname, ds), {}), **recons, **evals}
+        evals.update(_add_control_comparison(plan, config, pname, ds, preset, done))
     if config.get("influence"):
         by_layer = {f"dict_L{L}": dicts[(L, influence_dictionary(config, pname))] for L in layers}
         if config.get("autocorr"):

@@ -55,6 +55,8 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          mem_mb=4000, runtime=60, gpu=True),
     Step("hf_tokenizer", "models", "a hub preset's tokenizer at its pinned revision"),
     Step("hf_model", "models", "a hub preset's model resolved (config checked, source.json)", runtime=30),
+    Step("randomize_lm", "models", "a preset's model re-initialised (seeded), the randomized-model control",
+         mem_mb=4000, runtime=30, gpu=True),
     # dictionaries
     Step("train_dict", "dictionaries", "a dictionary trained on cached activations, converted, fidelity-checked, gated",
          mem_mb=4000, runtime=60, gpu=True),
@@ -79,6 +81,10 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          mem_mb=8000, runtime=120, gpu=True, publish="steer"),
     Step("circuit", "evals", "sparse feature-circuit faithfulness vs random latent sets, and its ablation vs seeded nulls",
          mem_mb=8000, runtime=60, gpu=True, publish="circuit"),
+    Step("compare", "evals", "head-to-head verdicts of two dictionaries: paired bootstrap of every shared headline",
+         mem_mb=2000, runtime=10, publish="compare"),
+    Step("feature_diff", "evals", "latents of one preset's dictionary that another's lacks (activation correlation)",
+         mem_mb=4000, runtime=30, gpu=True),
     Step("geometry", "evals", "decoder cosine vs |dH_pos| with a permutation null", mem_mb=4000, runtime=30,
          publish="geometry"),
     # report

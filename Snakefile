@@ -32,9 +32,9 @@ try:
     for _configfile in workflow.configfiles:
         check_config_file(_configfile)
     validate(config)
+    PLAN = build_plan(config, workflow.basedir)  # a few checks need the plan's keys (feature_diff windows)
 except ConfigError as e:
     sys.exit(f"error: {e}")
-PLAN = build_plan(config, workflow.basedir)
 STORE = PLAN.store
 DATA = PLAN.data_root
 LOGS = str(Path(STORE).parent / "logs")

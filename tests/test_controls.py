@@ -96,6 +96,16 @@ def test_controls_expand_into_a_preset_of_their_own():
     assert again == conf
 
 
+def test_an_edited_base_rebuilds_its_control_and_the_init_names_agree():
+    conf = cfg.validate(_tiny_config(controls=["randomized"]))
+    conf["presets"]["t"]["layers"] = [0, 1]
+    conf["seed"] = 3
+    again = cfg.validate(conf)
+    assert again["presets"]["t-randomized"]["layers"] == [0, 1]
+    assert again["presets"]["t-randomized"]["control"]["seed"] == 3
+    assert controls.INIT == cfg.RANDOMIZED_INIT
+
+
 def test_control_preset_name_taken_is_refused():
     conf = _tiny_config(controls=["randomized"])
     conf["presets"]["t-randomized"] = copy.deepcopy(conf["presets"]["t"])
@@ -119,7 +129,7 @@ def test_control_preset_plans_every_node_on_the_randomized_model(tmp_path):
         by.setdefault((n.step, n.labels.get("preset")), []).append(n)
     (rand,) = by[("randomize_lm", "t-randomized")]
     (base_lm,) = by[("train_lm", "t")]
-    assert rand.upstream["lm"] == base_lm.key
+    assert rand.upstream["lm"] == base_lm.key and rand.params["device"] == "cpu"
     # tokenizer, windows and LM are the base preset's own nodes; everything that reads the model is new
     assert ("train_lm", "t-randomized") not in by and ("windows", "t-randomized") not in by
     for step in ("cache_activations", "train_dict", "recon", "entropy_vs_depth", "h_pos", "probe", "circuit",
@@ -143,3 +153,10 @@ def test_control_preset_plans_every_node_on_the_randomized_model(tmp_path):
     assert "h_pos_a2" not in ctrl.upstream and "probe_a2" not in ctrl.upstream  # the transcoder: neither
     for fig in ("entropy_vs_depth", "control", "compare"):
         assert f"figures/{fig}__t-randomized__synthetic.png" in plan.exports
+
+
+def test_with_the_default_seeds_the_control_is_the_model_at_step_zero(trained):
+    tmp, model, _ = trained
+    arch = {"n_layers": 1, "d_model": 32, "n_heads": 2, "d_mlp": 64, "act_fn": "gelu", "n_ctx": 16, "seed": 0}
+    fresh, ctrl = lm.build_model(arch, tmp / "tok").state_dict(), controls.randomized(model, 0).state_dict()
+    assert all(torch.equal(fresh[k], ctrl[k]) for k in fresh)

@@ -39,8 +39,12 @@ def mean_h_pos(i: int, L: int) -> tuple[int, np.ndarray] | None:
 
 rows = []
 for L in p["layers"]:
-    recon = [(store.read_manifest(inputs[f"recon_L{L}_a{i}"])["params"],
-              pd.read_parquet(inputs[f"recon_L{L}_a{i}"] / "per_seq.parquet")) for i in range(len(arms))]
+    manifests = [store.read_manifest(inputs[f"recon_L{L}_a{i}"]) for i in range(len(arms))]
+    windows = {m["upstream"]["windows"] for m in manifests}
+    if len(windows) != 1:  # paired items must be the same windows, not just as many
+        raise ValueError(f"compare: the recon nodes of layer {L} read different windows {sorted(windows)}")
+    recon = [(m["params"], pd.read_parquet(inputs[f"recon_L{L}_a{i}"] / "per_seq.parquet"))
+             for i, m in enumerate(manifests)]
     for i, j in p["pairs"]:
         (pa, sa), (pb, sb) = recon[i], recon[j]
         same_site = (pa["hook_in"], pa["hook_out"]) == (pb["hook_in"], pb["hook_out"])

@@ -46,7 +46,8 @@ for L in p["layers"]:
     corr, null = fd.CodeCorrelation(d["a"], d["b"], device), fd.CodeCorrelation(d["a"], d["b"], device)
     for _, f in code_batches(specs):
         corr.update(f["a"].reshape(-1, d["a"]), f["b"].reshape(-1, d["b"]))
-        if f["a"].shape[0] >= 2:  # the null: B's codes 1.5 windows on, so neither tokens nor positions align
+        if f["a"].shape[0] >= 3:  # the null: B's codes 1.5 windows on, so neither tokens nor positions align
+            # (a batch of 2 would wrap round to half a window back, partly the same window)
             null.update(f["a"].reshape(-1, d["a"]), f["b"].reshape(-1, d["b"]).roll(T1 + T1 // 2, dims=0))
     c, live_a, live_b = corr.result()
     c_null, null_live_a, null_live_b = null.result()

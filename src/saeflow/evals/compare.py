@@ -15,6 +15,8 @@ Statistics (ratio of sums over items, as the recon and probe nodes report them):
     kl            sum kl / sum n_tokens      (KL(p_clean || p_dict))   lower       any two dictionaries
     probe_acc@k   mean correct over test windows (top-k latents)       higher      probed dictionaries
 
+CE recovered is left out where either side's zero ablation does not raise the loss (sum(ce_zero - ce_clean)
+<= 0, as on a randomized model): its denominator's sign flips and a worse splice would score above 1.
 FVU and CE recovered are compared only between dictionaries of the same site (hook_in and hook_out):
 a transcoder's FVU is of mlp_out and its zero-ablation baseline is another site, so those differences
 would not measure one thing. CE increase and KL are read at the model's output, on the same windows,
@@ -93,7 +95,8 @@ def _row(metric, source, k, higher, sa, sb, d, lo, hi, n) -> dict:
 def compare_recon(per_seq_a, per_seq_b, same_site: bool, n_resamples: int = 1000, confidence: float = 0.95,
                   seed: int = 0) -> list[dict]:
     """Rows of the recon headlines of A vs B on the same eval windows (FVU and CE recovered only when
-    ``same_site``). Refuses tables of different windows."""
+    ``same_site``; CE recovered only where both zero ablations raise the loss). Refuses tables of different
+    lengths; that they are the same windows is the caller's to check (the recon manifests' windows keys)."""
     a_idx, b_idx = np.asarray(per_seq_a["seq_idx"]), np.asarray(per_seq_b["seq_idx"])
     if not np.array_equal(a_idx, b_idx) or not np.array_equal(np.asarray(per_seq_a["n_tokens"]),
                                                               np.asarray(per_seq_b["n_tokens"])):
@@ -103,6 +106,8 @@ def compare_recon(per_seq_a, per_seq_b, same_site: bool, n_resamples: int = 1000
     for m, (higher, site_bound) in RECON_METRICS.items():
         if site_bound and not same_site:
             continue
+        if m == "ce_recovered" and min(ta[m][1].sum(), tb[m][1].sum()) <= 0:
+            continue  # zero-ablating the site does not raise the loss: CE recovered is undefined (its sign flips)
         rows.append(_row(m, "recon", "", higher, *paired_ratio_diff(*ta[m], *tb[m], n_resamples, confidence, seed),
                          len(a_idx)))
     return rows

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import copy
 
-from saeflow.workflow.config import RANDOMIZED_INIT
-
 RANDOMIZED_FILE = "randomized.json"
-INIT = RANDOMIZED_INIT  # HookedTransformer.__init__'s init_weights, as for a new model of the same config
+# HookedTransformer.__init__'s init_weights, as for a new model of the same config. The plan writes the same
+# string into randomize_lm's key (saeflow.workflow.config.RANDOMIZED_INIT, equal by test): importing the
+# config module here would put it into the code fingerprint of every step that loads a model.
+INIT = "transformer_lens"
 
 
 def randomized(model, seed: int):
@@ -28,7 +29,8 @@ def randomized(model, seed: int):
     device = model.cfg.device
     cfg = copy.deepcopy(model.cfg)
     cfg.seed, cfg.device, cfg.init_weights = int(seed), "cpu", True
-    with torch.random.fork_rng(devices=[]):  # init_weights reseeds torch: the caller's RNG stays its own
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda):  # init_weights reseeds every device: the caller's RNGs stay its own
         fresh = HookedTransformer(cfg, tokenizer=model.tokenizer, move_to_device=False)
     fresh.cfg.device = device
     return fresh.to(device).eval()

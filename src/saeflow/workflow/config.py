@@ -249,7 +249,8 @@ def control_preset_name(pname: str, kind: str) -> str:
 def _expand_controls(config: dict) -> None:
     """Each `presets.<p>.controls` entry becomes a preset `<p>-<kind>` right after <p>: a copy of <p> (no
     `controls`) with `control: {kind, of: <p>, seed}`, planned like any preset (saeflow.workflow.plan runs its
-    nodes on the control model). A config validated before keeps its derived presets as they are."""
+    nodes on the control model). A derived preset is rebuilt from its base every time, so validating a validated
+    config gives the same config and an edited base never keeps a stale copy."""
     presets = config["presets"]
     derived_of = {control_preset_name(p, k): (p, k) for p, pre in presets.items() for k in pre.get("controls", [])}
     for name, pre in presets.items():
@@ -270,11 +271,7 @@ def _expand_controls(config: dict) -> None:
         for kind in pre.get("controls", []):
             cname = control_preset_name(name, kind)
             spec = {"kind": kind, "of": name, "seed": config.get("seed", 0)}
-            derived = presets.get(cname) or {**copy.deepcopy({k: v for k, v in pre.items() if k != "controls"}),
-                                             "control": spec}
-            _require(derived["control"] == spec, f"presets.{cname}.control",
-                     f"{derived['control']} does not match its preset's; required: {spec}")
-            expanded[cname] = derived
+            expanded[cname] = {**copy.deepcopy({k: v for k, v in pre.items() if k != "controls"}), "control": spec}
     presets.clear()
     presets.update(expanded)
 

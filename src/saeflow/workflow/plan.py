@@ -224,7 +224,7 @@ def build_plan(config: dict, workdir: Path | str) -> Plan:
             # a control preset shares its base's tokenizer, windows and LM nodes (same keys); from here on
             # every node reads the control model instead
             c = preset["control"]
-            lm = plan.add("randomize_lm", {"seed": c["seed"], "init": RANDOMIZED_INIT},
+            lm = plan.add("randomize_lm", {"seed": c["seed"], "init": RANDOMIZED_INIT, "device": device},
                           {"lm": lm, "windows": windows_for(preset["datasets"][0])},
                           {"preset": pname, "control": c["kind"]}, device=device)
 

@@ -336,8 +336,11 @@ def compare_figure(table: pd.DataFrame, path, title: str) -> None:
             r = g[(g["layer"] == pr.layer) & (g["a"] == pr.a) & (g["b"] == pr.b)]
             labels.append(f"L{pr.layer}: {pr.a} vs {pr.b}")
             if not len(r):
-                why = ("no H_pos" if m.startswith("mean_H_pos") else
-                       "not probed" if "@" in m else "not compared (different sites)")
+                pr_rows = table[(table["layer"] == pr.layer) & (table["a"] == pr.a) & (table["b"] == pr.b)]
+                same_site = "site_a" in table.columns and (pr_rows["site_a"] == pr_rows["site_b"]).all()
+                why = ("no H_pos" if m.startswith("mean_H_pos") else "not probed" if "@" in m else
+                       "undefined (zeroing lowers CE)" if m == "ce_recovered" and same_site else
+                       "not compared (different sites)")
                 ax.text(0.5, i, why, transform=ax.get_yaxis_transform(), ha="center", va="center", fontsize=7,
                         color="0.6", style="italic")
                 continue

@@ -236,3 +236,63 @@ def test_ground_truth_figure_empty(tmp_path, texts):
     h_pos_figures.ground_truth_figure(pd.DataFrame(columns=["feature_id", "kind", "mean_H_pos"]), out, {})
     assert out.exists()
     assert any("no data" in t for t in texts)
+
+
+def _compare_table():
+    from saeflow.evals import compare
+
+    g = np.random.default_rng(0)
+    rows = []
+    for L in (0, 2):
+        for a, b, site_b in (("x", "y", "s"), ("x", "tc", "t")):
+            ca, cb = g.random(60) < 0.9, g.random(60) < 0.6
+            found = [compare.compare_correct(ca, cb, "probe_acc@1", "probe", "1", n_resamples=100)]
+            if site_b == "s":  # the cross-site pair has no FVU row
+                found.append(compare.compare_correct(cb, ca, "fvu", "recon", "", n_resamples=100))
+            found.append(compare.compare_unpaired_means(g.normal(1, 1, 30), g.normal(3, 1, 40), "mean_H_pos@ctx32",
+                                                        "h_pos", "32", n_resamples=100))
+            rows += [{"layer": L, "a": a, "b": b, "site_a": "s", "site_b": site_b, **r} for r in found]
+    return pd.DataFrame(rows)
+
+
+def test_compare_figure(tmp_path, texts):
+    from saeflow.report import eval_figures
+
+    out = tmp_path / "compare.png"
+    eval_figures.compare_figure(_compare_table(), out, "Head-to-head: test")
+    _png_ok(out)
+    joined = "\n".join(texts)
+    assert "L2: x vs tc" in joined and "not compared (different sites)" in joined
+    assert "probe accuracy, k=1 (higher better)" in joined and "mean H_pos over latents, ctx 32 (unpaired)" in joined
+    assert "A - B (unpaired bootstrap CI)" in joined and "A better" in joined
+
+
+def test_compare_figure_refuses_a_table_without_its_columns(tmp_path):
+    from saeflow.report import eval_figures
+
+    with pytest.raises(ValueError, match="missing columns"):
+        eval_figures.compare_figure(_compare_table().drop(columns=["verdict"]), tmp_path / "c.png", "t")
+
+
+def test_feature_diff_figure(tmp_path, texts):
+    from saeflow.report import eval_figures
+
+    g = np.random.default_rng(1)
+    rows, layers = [], {}
+    for L in (0, 1):
+        layers[str(L)] = {}
+        for side, preset in (("A", "p"), ("B", "q")):
+            corr = np.clip(np.concatenate([g.uniform(0.6, 1.0, 40), g.uniform(0.0, 0.3, 24)]), -1, 1)
+            t = pd.DataFrame({"layer": L, "side": side, "preset": preset, "latent": np.arange(64), "live": True,
+                              "max_corr": corr, "null_max_corr": g.uniform(0, 0.2, 64),
+                              "asymmetry": g.lognormal(0, 1, 64), "unmatched": corr < 0.5})
+            rows.append(t)
+            um = t[t["unmatched"]]
+            layers[str(L)][side] = {"preset": preset, "n_live": 64, "n_unmatched": int(len(um)), "null_q99": 0.19,
+                                    "unmatched_top": [{"latent": int(r.latent), "asymmetry": float(r.asymmetry),
+                                                       "max_corr": float(r.max_corr)} for r in um.head(3).itertuples()]}
+    out = tmp_path / "fd.png"
+    eval_figures.feature_diff_figure(pd.concat(rows), {"threshold": 0.5, "layers": layers}, out, "Feature diff: test")
+    _png_ok(out)
+    joined = "\n".join(texts)
+    assert "A = p: 24/64 live unmatched" in joined and "threshold 0.5" in joined and "layer 1: best match per live latent" in joined

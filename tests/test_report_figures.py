@@ -288,7 +288,7 @@ def test_feature_diff_figure(tmp_path, texts):
                               "asymmetry": g.lognormal(0, 1, 64), "unmatched": corr < 0.5})
             rows.append(t)
             um = t[t["unmatched"]]
-            layers[str(L)][side] = {"preset": preset, "n_live": 64, "n_unmatched": int(len(um)), "null_q99": 0.19,
+            layers[str(L)][side] = {"preset": preset, "n_live": 64, "n_unmatched": len(um), "null_q99": 0.19,
                                     "unmatched_top": [{"latent": int(r.latent), "asymmetry": float(r.asymmetry),
                                                        "max_corr": float(r.max_corr)} for r in um.head(3).itertuples()]}
     out = tmp_path / "fd.png"

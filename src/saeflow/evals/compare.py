@@ -34,9 +34,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from saeflow.evals import probe
 from saeflow.evals.bootstrap import bootstrap_ci
-
-VERDICTS = ("A better", "B better", "A higher", "B higher", "no difference")
 
 # metric -> (higher is better, needs the same site)
 RECON_METRICS = {"fvu": (False, True), "ce_recovered": (True, True), "ce_increase": (False, False),
@@ -133,8 +132,8 @@ def compare_unpaired_means(values_a, values_b, metric: str, source: str, k: str 
 
 def compare_correct(correct_a, correct_b, metric: str, source: str, k: str = "", n_resamples: int = 1000,
                     confidence: float = 0.95, seed: int = 0) -> dict:
-    """The row of an accuracy (mean of per-item correctness) of A vs B on the same items."""
+    """The row of an accuracy (mean of per-item correctness) of A vs B on the same items: the probe's own
+    paired bootstrap of the difference (saeflow.evals.probe.paired_bootstrap_diff)."""
     a, b = np.asarray(correct_a, dtype=np.float64), np.asarray(correct_b, dtype=np.float64)
-    ones = np.ones_like(a)
-    return _row(metric, source, k, True, *paired_ratio_diff(a, ones, b, np.ones_like(b), n_resamples, confidence, seed),
-                a.size)
+    d, lo, hi = probe.paired_bootstrap_diff(a, b, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    return _row(metric, source, k, True, float(a.mean()), float(b.mean()), d, lo, hi, a.size)

@@ -238,7 +238,6 @@ def validate(config: dict, schema: dict | None = None, workdir: Path | str | Non
     return config
 
 
-CONTROL_KINDS = ("randomized",)
 RANDOMIZED_INIT = "transformer_lens"  # how a randomized control is initialised (saeflow.models.controls)
 
 

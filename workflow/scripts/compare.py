@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from saeflow import tensors
-from saeflow.evals import compare
+from saeflow.evals import compare, locality
 from saeflow.workflow import jobs, store
 
 node, inputs, out = jobs.start(snakemake)  # noqa: F821
@@ -32,9 +32,8 @@ def mean_h_pos(i: int, L: int) -> tuple[int, np.ndarray] | None:
     """Per latent, its mean H_pos over its ok events at the largest context length of the h_pos node."""
     if f"h_pos_a{i}" not in inputs:
         return None
-    ctx = max(store.read_manifest(inputs[f"h_pos_a{i}"])["params"]["ctx_lens"])
-    t = pd.read_parquet(inputs[f"h_pos_a{i}"] / f"layer{L}/ctx{ctx}.parquet")
-    return ctx, t[t["status"] == "ok"].groupby("feature_id")["H_pos"].mean().to_numpy()
+    ctx, h = locality.mean_h_pos(inputs[f"h_pos_a{i}"], L)
+    return ctx, h.to_numpy()
 
 
 rows = []

@@ -1,7 +1,6 @@
 """Rule geometry: decoder cosine vs |H_a - H_b| (H = mean H_pos at the longest context) per layer, with a
 seeded permutation null; the seed card's feature_geometry_vs_entropy files, per layer."""
 import numpy as np
-import pandas as pd
 
 from saeflow.evals import geometry, locality
 from saeflow.tensors import to_numpy
@@ -10,12 +9,10 @@ from saeflow.workflow import jobs, store
 node, inputs, out = jobs.start(snakemake)  # noqa: F821
 p = node["params"]
 dicts = locality.load_layer_dicts({L: inputs[f"dict_L{L}"] for L in p["layers"]})
-ctx = max(store.read_manifest(inputs["h_pos"])["params"]["ctx_lens"])
 with store.write_artefact(out, node) as art:
     summaries = {}
     for L, spec in dicts.items():
-        rows = pd.read_parquet(inputs["h_pos"] / f"layer{L}/ctx{ctx}.parquet")
-        H = rows[rows["status"] == "ok"].groupby("feature_id")["H_pos"].mean()
+        ctx, H = locality.mean_h_pos(inputs["h_pos"], L)
         W_dec = to_numpy(spec.module.W_dec, np.float32)
         per_feature, pairwise, summary = geometry.geometry_vs_entropy(W_dec, H.index.to_numpy(), H.to_numpy(),
                                                                       p["n_permutations"], p["seed"])

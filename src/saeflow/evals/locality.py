@@ -281,6 +281,18 @@ def mann_whitney_power(a, b, sizes=POWER_SIZES, n_sim: int = 400, alpha: float =
     return {"power": power, "n_for_80pct": next((n for n, v in power.items() if v >= 0.8), None)}
 
 
+def mean_h_pos(h_pos_dir, layer: int) -> tuple[int, pd.Series]:
+    """(ctx, per latent its mean H_pos over its "ok" events) of an h_pos artefact's layer, at the node's
+    longest context length."""
+    from pathlib import Path
+
+    from saeflow.workflow import store
+
+    ctx = max(store.read_manifest(h_pos_dir)["params"]["ctx_lens"])
+    rows = pd.read_parquet(Path(h_pos_dir) / f"layer{layer}/ctx{ctx}.parquet")
+    return ctx, rows[rows["status"] == "ok"].groupby("feature_id")["H_pos"].mean()
+
+
 def load_model_and_dicts(inputs: dict, layers: list[int], device: str = "cpu"):
     """(model, {layer: DictSpec}, windows arrays) from a locality node's upstream artefacts
     (roles `lm`, `windows` and `dict_L<layer>`)."""

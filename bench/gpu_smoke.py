@@ -6,7 +6,8 @@ dictionaries at layer 1 (a sae-lens JumpReLU and a sparsify TopK, ``saeflow.dict
 their real loaders), plus the embedded preset of the tiny test config (trained LM and three trained
 dictionaries), all with ``device: <device>``, run through every step: cache, train/load with the fidelity
 check, recon, influence (entropy vs depth, ctx sweep, top contexts, H_pos), probe, steering (the
-embedded preset), autocorr, geometry, figures and publish. Then ``saeflow verify`` on the store.
+embedded preset), auto-interp (a random tiny Qwen3 as explainer and scorer on the GPU), feature pages, autocorr,
+geometry, figures and publish. Then ``saeflow verify`` on the store.
 
 Writes bench/results/gpu_smoke_<device>.json: the device, library versions, wall seconds and job count of
 the DAG, each recon node's FVU / L0 / CE recovered, each conversion's fidelity counts, the slowest steps
@@ -71,6 +72,15 @@ def smoke_config(assets: Path, families: list[str], device: str) -> dict:
                                    "id": "layers.{layer}", "local_dir": str(assets / sp), "gates": gates}
         probed.append(sl)
     cfg["probe"]["dictionaries"] = probed
+    # Feature pages of every preset's dictionaries; auto-interp with a local chat model (a random tiny Qwen3) as
+    # explainer and scorer on the GPU, beside the token baseline.
+    hub_dicts = [d for p in cfg["presets"].values() if p["model"]["source"] == "hf" for d in p["dictionaries"]]
+    cfg["inspect"]["dictionaries"] = [*cfg["inspect"]["dictionaries"], *hub_dicts]
+    llm = random_models.random_model("qwen3", assets / "llm", size="tiny", seed=99)
+    llm = {"kind": "hf", "hf_id": llm["hf_id"], "revision": llm["revision"], "local_dir": llm["local_dir"],
+           "dtype": "float32", "batch_size": 16, "max_new_tokens": 8}
+    cfg["autointerp"] = {**cfg["autointerp"], "dictionaries": [*cfg["autointerp"]["dictionaries"], *probed[2:]],
+                         "explainer": llm, "scorer": llm}
     # Steering of the embedded preset's SAE (generation with the hook on the GPU).
     cfg["steer"] = {"dictionary": "topk", "n_prompts": 8, "prompt_len": 8, "max_new_tokens": 8, "n_samples": 2,
                     "n_resamples": 200}

@@ -1,5 +1,5 @@
 # Stage evals: reconstruction, feature-influence locality (entropy vs depth, ctx sweep, top contexts,
-# H_pos), probing, steering, autocorrelation, geometry (saeflow.evals).
+# H_pos), probing, steering, circuits, comparisons, autocorrelation, geometry, auto-interp (saeflow.evals).
 
 
 # FVU/EV, L0, dead/dense fractions, spliced CE and KL with bootstrap CIs
@@ -284,3 +284,27 @@ rule geometry:
         runtime=res("runtime"),
     script:
         "../workflow/scripts/geometry.py"
+
+
+# explanations of sampled latents scored by detection and fuzzing, with a shuffled-explanation control
+rule autointerp:
+    input:
+        unpack(upstream_of),
+    output:
+        f"{STORE}/autointerp/{{key}}/{MANIFEST}",
+    params:
+        node=node_of,
+    log:
+        f"{LOGS}/autointerp/{{key}}.log",
+    benchmark:
+        f"{BENCH}/autointerp/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
+    threads: threads_of
+    resources:
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+        gpu=res("gpu"),
+        gpu_mem_mb=res("gpu_mem_mb"),
+    script:
+        "../workflow/scripts/autointerp.py"

@@ -1,6 +1,7 @@
 # Stage report: figures (each a keyed artefact; `export` copies a file of one to a fixed human path) and the
 # published tree: a keyed `publish` node per (preset, dataset) decides the layout, `publish_run`
 # materialises data/<preset>/<dataset>/<timestamp>/ from it, `dataset_card` writes the card (saeflow.report).
+# Feature pages: an `inspect` node per (preset, dataset, layer, dictionary) and an `inspect_index` per run.
 
 
 # every recon node's headline numbers and the summary figure
@@ -90,6 +91,51 @@ rule eval_plots:
     script:
         "../workflow/scripts/eval_plots.py"
 
+
+# the feature page of one dictionary at one layer: latents table and cards (self-contained HTML)
+rule inspect:
+    input:
+        unpack(upstream_of),
+    output:
+        f"{STORE}/inspect/{{key}}/{MANIFEST}",
+    params:
+        node=node_of,
+    log:
+        f"{LOGS}/inspect/{{key}}.log",
+    benchmark:
+        f"{BENCH}/inspect/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
+    threads: threads_of
+    resources:
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+        gpu=res("gpu"),
+        gpu_mem_mb=res("gpu_mem_mb"),
+    script:
+        "../workflow/scripts/inspect.py"
+
+
+# the index of a run's feature pages, every dictionary and layer
+rule inspect_index:
+    input:
+        unpack(upstream_of),
+    output:
+        f"{STORE}/inspect_index/{{key}}/{MANIFEST}",
+    params:
+        node=node_of,
+    log:
+        f"{LOGS}/inspect_index/{{key}}.log",
+    benchmark:
+        f"{BENCH}/inspect_index/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
+    threads: threads_of
+    resources:
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+    script:
+        "../workflow/scripts/inspect_index.py"
 
 # the layout, run_config.json and bench.json of one published run
 rule publish:

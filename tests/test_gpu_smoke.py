@@ -28,7 +28,7 @@ def test_every_family_on_cuda_through_every_step(smoke):
     assert set(conf["presets"]) == {"t", *(f.replace("-", "") for f in FAMILIES)}
     plan = build_plan(conf, ROOT)
     evals = {"cache_activations", "recon", "entropy_vs_depth", "ctxlen_sweep", "top_contexts", "h_pos", "probe",
-             "autocorr", "geometry", "eval_plots", "locality_plots", "publish"}
+             "autocorr", "geometry", "eval_plots", "locality_plots", "publish", "autointerp", "inspect", "inspect_index"}
     for pname in conf["presets"]:
         steps = {n.step for n in plan.nodes.values() if n.labels.get("preset") == pname}
         assert evals <= steps, (pname, evals - steps)
@@ -37,3 +37,5 @@ def test_every_family_on_cuda_through_every_step(smoke):
     assert [n.labels["preset"] for n in plan.nodes.values() if n.step == "steer"] == ["t"]
     on_gpu = [n for n in plan.nodes.values() if n.params.get("device") is not None]
     assert on_gpu and all(n.params["device"] == "cuda" for n in on_gpu)
+    scorers = {n.params["scorer"]["hf_id"] for n in plan.nodes.values() if n.step == "autointerp"}
+    assert scorers == {"saeflow-random/qwen3-tiny"}

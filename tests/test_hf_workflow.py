@@ -2,6 +2,7 @@
 (loaded by the paper presets' path: TransformerLens with hf_model= / tokenizer=, saeflow.models.hf.load_hooked) and
 three pretrained dictionaries, one per format (sae-lens JumpReLU, sparsify TopK, dictionary_learning ReLU),
 loaded by their real loaders from local copies -> cache -> fidelity-checked conversion -> recon -> influence
+-> auto-interp with a local Hugging Face chat model as explainer and scorer (a random tiny Qwen3) -> feature pages
 -> figures -> publish."""
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ def wd(tmp_path_factory):
     wd = copy_workflow(tmp_path_factory.mktemp("hfwf"))
     assets = tmp_path_factory.mktemp("assets")
     spec = random_models.random_model("gemma2", assets / "model", size="tiny", seed=0)
+    llm = random_models.random_model("qwen3", assets / "llm", size="tiny", seed=0)
+    llm = {"kind": "hf", "hf_id": llm["hf_id"], "revision": llm["revision"], "local_dir": llm["local_dir"],
+           "dtype": "float32", "batch_size": 16, "max_new_tokens": 8}
     hook = f"blocks.{LAYER}.hook_resid_post"
     d_in = spec["d_model"]
     tiny.write_tiny("saelens", assets / "sl", LAYER, d_in, 4 * d_in, hook, seed=1, architecture="jumprelu")
@@ -45,6 +49,8 @@ def wd(tmp_path_factory):
     cfg["influence"].pop("dictionary", None)
     for section in ("probe", "circuit", "compare", "autocorr", "geometry"):  # covered by the embedded workflow test; keeps CI short
         cfg.pop(section)
+    cfg["autointerp"] = {**cfg["autointerp"], "dictionaries": ["sl"], "explainer": llm, "scorer": llm}
+    cfg["inspect"] = {**cfg["inspect"], "dictionaries": ["sl", "sp"]}
     (wd / CONFIG).write_text(yaml.safe_dump(cfg))
     t0 = time.time()
     run(wd)
@@ -78,3 +84,20 @@ def test_paper_shaped_preset_runs_end_to_end(wd):
     assert (wd / "figures/entropy_vs_depth__g__synthetic.png").stat().st_size > 10_000
     assert store.verify_store(wd / "data/store") == {}
     assert planned(wd) == {}
+
+
+def test_autointerp_with_a_local_chat_model_and_the_pages(wd):
+    """The hf explainer and scorer run from a local copy (never part of the key), beside the token baseline, with
+    the prompts recorded; the pages of a hub preset's pretrained dictionaries are written."""
+    (ai,) = [store.read_manifest(d) for d in (wd / "data/store/autointerp").iterdir()]
+    methods = ai["autointerp"]["methods"]
+    assert methods == ["hf:saeflow-random/qwen3-tiny", "token"], methods
+    assert "local_dir" not in ai["params"]["explainer"] and "local_dir" not in ai["params"]["scorer"]
+    assert set(ai["prompts"]) == {"explain", "detect", "fuzz"} and "<<this>>" in ai["prompts"]["explain"]["system"]
+    art = wd / "data/store/autointerp" / ai["key"]
+    assert store.read_json(art / "prompts.json") == ai["prompts"]
+    for r in ai["autointerp"]["summary"]:
+        assert (-1 if r["control"] == "gap" else 0) <= r["lo"] <= r["accuracy"] <= r["hi"] <= 1
+    assert {r["method"] for r in ai["autointerp"]["summary"]} == set(methods)
+    pages = sorted(d.name for d in (next((wd / "data/g/synthetic").glob("2*")) / "inspect").iterdir())
+    assert pages == [f"sl_layer{LAYER}", f"sp_layer{LAYER}"]

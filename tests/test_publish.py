@@ -100,3 +100,31 @@ def test_dataset_card_front_matter_lists_only_present_tables():
     assert not fnmatch("data/store/entropy_vs_depth/0123456789abcdef0123/entropy_comparison_resid_post_layer3.parquet", pattern)
     assert not fnmatch("data/p/d/20260101_000000/entropy_comparison_resid_post_layer3_windows.parquet", pattern)
     assert "| p | d | t | `k` |" in card and "Body." in card
+
+
+def test_destinations_of_per_dictionary_roles():
+    """A node of one dictionary and layer goes to <folder>/<dictionary>_layer<L>/, one of one dictionary to
+    <folder>/<dictionary>/, the influence dictionary's scan (role = step) to the top of its folder."""
+    assert publish.destination("inspect", "inspect__topk__layer1", "features.html") == "inspect/topk_layer1/features.html"
+    assert publish.destination("autointerp", "autointerp__saelens-topk__layer0", "summary.json") == \
+        "autointerp/saelens-topk_layer0/summary.json"
+    assert publish.destination("recon", "recon__topk__layer3", "metrics.json") == "recon/topk_layer3/metrics.json"
+    assert publish.destination("top_contexts", "top_contexts__transcoder", "top_contexts_layer1.parquet") == \
+        "top_contexts/transcoder/top_contexts_layer1.parquet"
+    assert publish.destination("top_contexts", "top_contexts", "latent_stats_layer1.parquet") == \
+        "top_contexts/latent_stats_layer1.parquet"
+    assert publish.destination("inspect_index", "inspect_index", "index.html") == "inspect_index/index.html"
+    assert publish.destination("compare", "control", "compare.parquet") == "compare_control/compare.parquet"
+
+
+def test_viewer_configs_match_each_depth_once():
+    dests = ["top_contexts/top_contexts_layer1.parquet", "top_contexts/transcoder/top_contexts_layer1.parquet",
+             "top_contexts/latent_stats_layer1.parquet", "autointerp/topk_layer1/latent_scores.parquet",
+             "autointerp/topk_layer1/scores.parquet", "autointerp/topk_layer1/explanations.parquet"]
+    configs = {c["config_name"]: c["data_files"][0]["path"] for c in publish.parquet_configs(dests)}
+    assert configs["top_contexts"] == ["data/*/*/[0-9]*_[0-9]*/top_contexts/top_contexts_layer*.parquet",
+                                       "data/*/*/[0-9]*_[0-9]*/top_contexts/*/top_contexts_layer*.parquet"]
+    assert configs["latent_stats"] == "data/*/*/[0-9]*_[0-9]*/top_contexts/latent_stats_layer*.parquet"
+    assert configs["autointerp_scores"] == "data/*/*/[0-9]*_[0-9]*/autointerp/*/latent_scores.parquet"
+    assert set(configs) == {"top_contexts", "latent_stats", "autointerp_scores", "autointerp_items",
+                            "autointerp_explanations"}

@@ -201,6 +201,9 @@ README_COMMANDS = [
     "'datasets={\"bias-in-bios\": {\"revision\": \"<commit>\"}}'",
     "snakemake --profile profiles/slurm all --configfile config/steer_gemma.yaml --config "
     "'datasets={\"bias-in-bios\": {\"revision\": \"0000000000000000000000000000000000000000\"}}' -n",
+    # paper-scale auto-interp (README "Feature pages and auto-interp")
+    "snakemake --profile profiles/slurm all --configfile config/autointerp_gemma.yaml",
+    "snakemake --profile profiles/slurm all --configfile config/autointerp_gemma.yaml -n",
 ]
 
 
@@ -236,7 +239,8 @@ def test_readme_cluster_commands_as_written(tmp_path, fake_bin):
     # `export SAEFLOW_SLURM_PARTITION=gpu SAEFLOW_SLURM_ACCOUNT=my_project`, as the README's first block sets
     exported = {**base, "SAEFLOW_SLURM_PARTITION": "gpu", "SAEFLOW_SLURM_ACCOUNT": "my_project"}
     for cmd, env in ((README_COMMANDS[2], exported), (README_COMMANDS[4], base), (README_COMMANDS[0], base),
-                     (README_COMMANDS[5], base), (README_COMMANDS[6], base), (README_COMMANDS[8], base)):
+                     (README_COMMANDS[5], base), (README_COMMANDS[6], base), (README_COMMANDS[8], base),
+                     (README_COMMANDS[10], base)):
         log.unlink(missing_ok=True)
         res = run_readme_command(cmd, wd, env, timeout=300)
         out = res.stdout + res.stderr
@@ -247,7 +251,7 @@ def test_readme_cluster_commands_as_written(tmp_path, fake_bin):
             assert all(c["-p"] == "gpu" and c["-A"] == "my_project" for c in calls)
         if "mycluster" in cmd:
             assert all(c["-p"] == "gpu" and c["-A"] == "my_project" and c["--qos"] == "normal" for c in calls)
-    for cmd in (README_COMMANDS[1], README_COMMANDS[3], README_COMMANDS[7], README_COMMANDS[9]):
+    for cmd in (README_COMMANDS[1], README_COMMANDS[3], README_COMMANDS[7], README_COMMANDS[9], README_COMMANDS[11]):
         res = run_readme_command(cmd, wd, base, timeout=300)
         assert res.returncode == 0 and "Job stats" in res.stdout, res.stdout[-2000:] + res.stderr[-2000:]
 

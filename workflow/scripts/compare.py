@@ -1,11 +1,13 @@
 """Rule compare: head-to-head verdicts between pairs of arms, per layer (saeflow.evals.compare). An arm is a
-(preset, dictionary); its upstreams are `recon_L<L>_a<i>` and, where they exist, `probe_a<i>` and `h_pos_a<i>`.
+(preset, dictionary); its upstreams are `recon_L<L>_a<i>` and, where they exist, `probe_a<i>`, `h_pos_a<i>` and
+`autointerp_L<L>_a<i>`.
 Two kinds of node, one rule: every pair of a preset's compared dictionaries (`compare.dictionaries`), and each
 dictionary of a preset against the same dictionary of its randomized-model control (`controls`).
 
 Paired bootstrap (A - B) of the recon headlines on the same eval windows and of probe accuracy on the same test
-windows; unpaired bootstrap of mean H_pos over each side's own latents; "A better" / "B better" / "no difference"
-("A higher" / "B higher" where no direction is better)."""
+windows; unpaired bootstrap of mean H_pos and of auto-interp accuracy (detection, fuzzing: per latent, its own
+explanation) over each side's own latents; "A better" / "B better" / "no difference" ("A higher" / "B higher"
+where no direction is better)."""
 import numpy as np
 import pandas as pd
 
@@ -36,6 +38,14 @@ def mean_h_pos(i: int, L: int) -> tuple[int, np.ndarray] | None:
     return ctx, h.to_numpy()
 
 
+def autointerp_accuracy(i: int, L: int) -> pd.DataFrame | None:
+    """Per method, task and latent: its auto-interp accuracy with its own explanation (control "none")."""
+    if f"autointerp_L{L}_a{i}" not in inputs:
+        return None
+    s = pd.read_parquet(inputs[f"autointerp_L{L}_a{i}"] / "latent_scores.parquet")
+    return s[s["control"] == "none"]
+
+
 rows = []
 for L in p["layers"]:
     manifests = [store.read_manifest(inputs[f"recon_L{L}_a{i}"]) for i in range(len(arms))]
@@ -59,6 +69,13 @@ for L in p["layers"]:
         if ha is not None and hb is not None and len(ha[1]) and len(hb[1]):
             found.append(compare.compare_unpaired_means(ha[1], hb[1], f"mean_H_pos@ctx{ha[0]}", "h_pos", str(ha[0]),
                                                         **kw))
+        aa, ab = autointerp_accuracy(i, L), autointerp_accuracy(j, L)
+        if aa is not None and ab is not None:
+            for (method, task), ga in aa.groupby(["method", "task"]):
+                gb = ab[(ab["method"] == method) & (ab["task"] == task)]
+                if len(gb):
+                    found.append(compare.compare_unpaired_means(ga["accuracy"], gb["accuracy"], f"{task} ({method})",
+                                                                "autointerp", method, True, **kw))
         rows += [{"layer": L, "a": name[i], "b": name[j], "preset_a": arms[i]["preset"], "preset_b": arms[j]["preset"],
                   "dictionary_a": arms[i]["dictionary"], "dictionary_b": arms[j]["dictionary"],
                   "site_a": pa["hook_out"] or pa["hook_in"], "site_b": pb["hook_out"] or pb["hook_in"], **r}

@@ -1,4 +1,5 @@
-"""Rule eval_plots: the figures of probing, circuits, steering, head-to-head comparisons, autocorrelation and geometry of one (preset, dataset)."""
+"""Rule eval_plots: the figures of probing, circuits, steering, head-to-head comparisons, autocorrelation, geometry
+and auto-interp of one (preset, dataset)."""
 import pandas as pd
 
 from saeflow.report import eval_figures
@@ -52,3 +53,13 @@ with store.write_artefact(out, node) as art:
                 else f"geometry_layer{L}.png"
             eval_figures.geometry_figure(pd.read_parquet(d / "pairwise.parquet"), store.read_json(d / "manifest.json"),
                                      art.path(name), f"Decoder cosine vs |dH_pos|, layer {L}: {where}")
+    scored = sorted(r for r in inputs if r.startswith("autointerp__"))
+    if scored:
+        rows = []
+        for role in scored:
+            s = store.read_json(inputs[role] / "summary.json")
+            rows += [{**r, "dictionary": s["coordinates"]["dictionary"], "layer": s["coordinates"]["layer"]}
+                     for r in s["summary"] if r["group"] == "all"]
+        eval_figures.autointerp_figure(pd.DataFrame(rows), art.path(f"autointerp__{lab['preset']}__{lab['dataset']}.png"),
+                                       f"Auto-interp, accuracy over latents with {int(100 * s['confidence'])}% "
+                                       f"bootstrap CIs: {where}")

@@ -313,6 +313,11 @@ COMPARE_LABELS = {"fvu": "FVU (lower better)", "ce_recovered": "CE recovered (hi
 VERDICT_COLOURS = {"A better": "C2", "B better": "C3", "A higher": "C0", "B higher": "C1", "no difference": "grey"}
 
 
+def _is_autointerp(metric: str) -> bool:
+    """A compare row of auto-interp accuracy: "detection (<method>)" or "fuzzing (<method>)"."""
+    return metric.startswith(("detection (", "fuzzing ("))
+
+
 def compare_figure(table: pd.DataFrame, path, title: str) -> None:
     """Head-to-head verdicts (saeflow.evals.compare): one panel per metric, one row per (layer, A vs B) with
     the paired difference A - B and its bootstrap CI, coloured by verdict (green: A better, red: B better,
@@ -339,6 +344,7 @@ def compare_figure(table: pd.DataFrame, path, title: str) -> None:
                 pr_rows = table[(table["layer"] == pr.layer) & (table["a"] == pr.a) & (table["b"] == pr.b)]
                 same_site = "site_a" in table.columns and (pr_rows["site_a"] == pr_rows["site_b"]).all()
                 why = ("no H_pos" if m.startswith("mean_H_pos") else "not probed" if "@" in m else
+                       "not explained" if _is_autointerp(m) else
                        "undefined (zeroing lowers CE)" if m == "ce_recovered" and same_site else
                        "not compared (different sites)")
                 ax.text(0.5, i, why, transform=ax.get_yaxis_transform(), ha="center", va="center", fontsize=7,
@@ -353,9 +359,11 @@ def compare_figure(table: pd.DataFrame, path, title: str) -> None:
         ax.axvline(0, color="k", lw=0.8)
         ax.set_yticks(range(len(pairs)), labels, fontsize=7)
         ax.set_ylim(len(pairs) - 0.5, -0.7)
-        ax.set_xlabel("A - B (" + ("unpaired" if m.startswith("mean_H_pos") else "paired") + " bootstrap CI)", fontsize=8)
+        unpaired = m.startswith("mean_H_pos") or _is_autointerp(m)
+        ax.set_xlabel("A - B (" + ("unpaired" if unpaired else "paired") + " bootstrap CI)", fontsize=8)
         ax.set_title(COMPARE_LABELS.get(m) or (f"mean H_pos over latents, ctx {m.split('ctx')[1]} (unpaired)"
                                                if m.startswith("mean_H_pos") else
+                                               f"auto-interp {m} (higher better)" if _is_autointerp(m) else
                                                f"probe accuracy, k={m.split('@')[1]} (higher better)" if "@" in m
                                                else m), fontsize=9)
         ax.grid(alpha=0.3, axis="x")
@@ -423,4 +431,52 @@ def feature_diff_figure(table: pd.DataFrame, summary: dict, path, title: str) ->
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    finish(fig, path)
+
+
+def autointerp_figure(summary: pd.DataFrame, path, title: str) -> None:
+    """Auto-interp accuracy (saeflow.evals.autointerp) per layer and dictionary, one panel per task (detection,
+    fuzzing) and one column per method: each dictionary's accuracy with its own explanations (filled) and with
+    shuffled explanations (the control, hollow), with the two-level bootstrap CIs; chance (0.5) dotted.
+    ``summary``: rows (dictionary, layer, method, task, control, accuracy, lo, hi, n_latents) of the group "all"."""
+    from saeflow.report.plotting import finish, pyplot
+
+    need = {"dictionary", "layer", "method", "task", "control", "accuracy", "lo", "hi", "n_latents"}
+    if need - set(summary.columns):
+        raise ValueError(f"autointerp summary: missing columns {sorted(need - set(summary.columns))}")
+    methods = list(dict.fromkeys(summary["method"]))
+    tasks = ["detection", "fuzzing"]
+    dicts = list(dict.fromkeys(summary["dictionary"]))
+    layers = sorted(set(summary["layer"]))
+    plt = pyplot()
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = plt.subplots(len(tasks), len(methods), figsize=(3.0 + 2.2 * len(layers) * len(methods), 6.4),
+                             squeeze=False, sharey=True)
+    width = 0.8 / max(1, len(dicts))
+    for c, method in enumerate(methods):
+        for r, task in enumerate(tasks):
+            ax = axes[r, c]
+            for k, d in enumerate(dicts):
+                for ctrl, face in (("none", colors[k % len(colors)]), ("shuffled", "white")):
+                    g = summary[(summary["method"] == method) & (summary["task"] == task) & (summary["dictionary"] == d)
+                                & (summary["control"] == ctrl)].sort_values("layer")
+                    if not len(g):
+                        continue
+                    x = np.array([layers.index(v) for v in g["layer"]]) - 0.4 + width * (k + 0.5) + (0.12 * width if ctrl == "shuffled" else -0.12 * width)
+                    acc = g["accuracy"].to_numpy(float)
+                    ax.errorbar(x, acc, yerr=np.vstack([acc - g["lo"], g["hi"] - acc]).clip(min=0), fmt="o",
+                                mfc=face, mec=colors[k % len(colors)], color=colors[k % len(colors)], capsize=3, ms=6,
+                                label=f"{d}" + (" (shuffled explanations)" if ctrl == "shuffled" else
+                                                f", {int(g['n_latents'].iloc[0])} latents"))
+            ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+            ax.set_xticks(range(len(layers)), [f"layer {v}" for v in layers])
+            ax.set_ylim(0, 1.05)
+            ax.set_title(f"{task}: {method}", fontsize=9)
+            if c == 0:
+                ax.set_ylabel(f"{task} accuracy (chance 0.5)")
+            ax.grid(alpha=0.3, axis="y")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.09, 1, 1))
     finish(fig, path)

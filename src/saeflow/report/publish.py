@@ -32,13 +32,19 @@ RUN_FILES = ("run_config.json", "bench.json")
 
 # The Parquet tables of the published tree, as Hugging Face dataset-viewer configs (glob under the
 # repo root); a config is listed in the card only when at least one published file matches it.
+RUN_GLOB = "data/*/*/[0-9]*_[0-9]*/"
 PARQUET_CONFIGS = {
-    "entropy_features": "data/*/*/[0-9]*_[0-9]*/entropy_comparison_*[0-9].parquet",
-    "entropy_windows": "data/*/*/[0-9]*_[0-9]*/entropy_comparison_*_windows.parquet",
-    "h_pos": "data/*/*/[0-9]*_[0-9]*/h_pos/layer*/ctx*.parquet",
-    "top_contexts": "data/*/*/[0-9]*_[0-9]*/top_contexts/top_contexts_layer*.parquet",
-    "ctxlen_sweep": "data/*/*/[0-9]*_[0-9]*/ctxlen_sweep/entropy_vs_context_len.parquet",
-    "recon_per_sequence": "data/*/*/[0-9]*_[0-9]*/recon/*/per_seq.parquet",
+    "entropy_features": ["entropy_comparison_*[0-9].parquet"],
+    "entropy_windows": ["entropy_comparison_*_windows.parquet"],
+    "h_pos": ["h_pos/layer*/ctx*.parquet"],
+    # the influence dictionary's scan at the top of top_contexts/, every other dictionary's in its own folder
+    "top_contexts": ["top_contexts/top_contexts_layer*.parquet", "top_contexts/*/top_contexts_layer*.parquet"],
+    "latent_stats": ["top_contexts/latent_stats_layer*.parquet", "top_contexts/*/latent_stats_layer*.parquet"],
+    "ctxlen_sweep": ["ctxlen_sweep/entropy_vs_context_len.parquet"],
+    "recon_per_sequence": ["recon/*/per_seq.parquet"],
+    "autointerp_explanations": ["autointerp/*/explanations.parquet"],
+    "autointerp_scores": ["autointerp/*/latent_scores.parquet"],
+    "autointerp_items": ["autointerp/*/scores.parquet"],
 }
 
 
@@ -46,17 +52,19 @@ def destination(step: str, role: str, rel: str) -> str:
     """Where file `rel` of an upstream artefact (of `step`, playing `role` for the publish node) goes in the run
     directory: under the step's publish folder (saeflow.workflow.steps), except files whose names start with
     one of its `publish_top` prefixes, which sit at the top as in the seed card
-    (`entropy_comparison_<site>_layer<L>.*`, `entropy_plots_<site>_layer<L>/`). Recon nodes play roles
-    `recon__<dictionary>__layer<L>` and go to `recon/<dictionary>_layer<L>/`; any other role than the step's
-    own name goes to `<publish folder>_<role>/` (the control comparison: `compare_control/`)."""
+    (`entropy_comparison_<site>_layer<L>.*`, `entropy_plots_<site>_layer<L>/`). A node of one dictionary and
+    layer plays the role `<step>__<dictionary>__layer<L>` (recon, autointerp, inspect) and goes to
+    `<publish folder>/<dictionary>_layer<L>/`; one of one dictionary, `<step>__<dictionary>` (the top_contexts scan
+    of a dictionary other than the influence one), to `<publish folder>/<dictionary>/`; any other role than the
+    step's own name goes to `<publish folder>_<role>/` (the control comparison: `compare_control/`)."""
     declared = steps.step(step)
     if declared.publish is None:
         raise ValueError(f"step {step} is not published (saeflow.workflow.steps: publish is None)")
     if rel.split("/", 1)[0].startswith(declared.publish_top or ("\0",)):
         return rel
-    if role.startswith("recon__"):
-        _, dictionary, layer = role.split("__")
-        return f"{declared.publish}/{dictionary}_{layer}/{rel}"
+    if role.startswith(f"{step}__"):
+        parts = role.split("__")[1:]
+        return f"{declared.publish}/{'_'.join(parts)}/{rel}"
     if role != step:
         return f"{declared.publish}_{role}/{rel}"
     return f"{declared.publish}/{rel}"
@@ -204,10 +212,12 @@ def parquet_configs(dests: list[str]) -> list[dict]:
     from fnmatch import fnmatch
 
     out = []
-    for name, pattern in PARQUET_CONFIGS.items():
-        inner = pattern.removeprefix("data/*/*/[0-9]*_[0-9]*/")
-        if any(fnmatch(d, inner) for d in dests):
-            out.append({"config_name": name, "data_files": [{"split": "train", "path": pattern}]})
+    for name, patterns in PARQUET_CONFIGS.items():
+        # fnmatch's * also matches "/": a pattern matches only destinations of its own depth
+        used = [RUN_GLOB + q for q in patterns
+                if any(fnmatch(d, q) and d.count("/") == q.count("/") for d in dests)]
+        if used:
+            out.append({"config_name": name, "data_files": [{"split": "train", "path": used if len(used) > 1 else used[0]}]})
     return out
 
 

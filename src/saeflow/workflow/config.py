@@ -590,3 +590,28 @@ def check_semantics(config: dict, workdir: Path | str | None = None) -> None:
         _require(a["max_lag"] <= ctx_len - 2, "autocorr.max_lag",
                  f"{a['max_lag']} leaves no pair of positions in windows of ctx_len - 1 = {ctx_len - 1} tokens after "
                  f"BOS; allowed values: 1..{ctx_len - 2}")
+    for section in ("inspect", "autointerp"):
+        sec = config.get(section)
+        if not sec:
+            continue
+        for dname in sec["dictionaries"]:
+            _require(dname in listed, f"{section}.dictionaries",
+                     f"{dname!r} is not listed by any preset; allowed values: {', '.join(listed)}")
+    if config.get("autointerp"):
+        ai = config["autointerp"]
+        _require(ai["example_len"] <= ctx_len - 1, "autointerp.example_len",
+                 f"{ai['example_len']} is longer than a window's ctx_len - 1 = {ctx_len - 1} tokens after BOS; "
+                 f"allowed values: 2..{ctx_len - 1}")
+        _require(ai["n_explain"] + ai["n_score"] <= win["n_train"], "autointerp.n_score",
+                 f"n_explain + n_score = {ai['n_explain'] + ai['n_score']} activating windows per latent are more than "
+                 f"windows.n_train={win['n_train']} (the scanned windows); required: n_explain + n_score <= "
+                 f"{win['n_train']}")
+        for role in ("explainer", "scorer"):
+            spec = ai[role]
+            if spec["kind"] != "hf":
+                continue
+            _check_local_dir(f"autointerp.{role}.local_dir", spec.get("local_dir"), workdir)
+            _require(spec["local_dir"] is not None or bool(re.fullmatch(r"[0-9a-f]{40}", spec["revision"])),
+                     f"autointerp.{role}.revision",
+                     f"{spec['revision']!r} is not a pinned commit; required: 40 hex digits (the hub model's commit "
+                     "sha), or a local_dir")

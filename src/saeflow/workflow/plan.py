@@ -26,6 +26,12 @@ from saeflow.workflow.config import RANDOMIZED_INIT, TRANSCODER_KINDS, influence
 from saeflow.workflow.steps import step as registry_step
 
 
+# The top_contexts scan's settings where no section names them (the schema's inspect defaults): events per latent
+# and histogram bins.
+SCAN_TOP_K = 20
+SCAN_HIST_BINS = 24
+
+
 def hook_name(site: str, layer: int) -> str:
     """TransformerLens hook name of a site at a layer."""
     names = {
@@ -266,10 +272,15 @@ def build_plan(config: dict, workdir: Path | str) -> Plan:
                 results.update(_add_locality(plan, config, pname, ds, preset, lm, win, cache, corpora[ds],
                                              dicts_of_ds, device))
                 entropies[f"e{len(entropies)}"] = results["entropy_vs_depth"]
+            if config.get("inspect") or config.get("autointerp"):
+                results.update(_add_autointerp(plan, config, pname, ds, preset, win, cache, corpora[ds], dicts_of_ds,
+                                               results, device))
             done[(pname, ds)] = {**results, "_windows": win, "_lm": lm,
                                  **{f"_dict_L{L}_{d}": n for (L, d), n in dicts_of_ds.items()}}
             results.update(_add_evals(plan, config, pname, ds, preset, lm, win, corpora[ds], dicts_of_ds,
-                                      recons_of_ds, results.get("h_pos"), device, done))
+                                      recons_of_ds, results, device, done))
+            if config.get("inspect"):
+                results.update(_add_inspect(plan, config, pname, ds, preset, lm, dicts_of_ds, results, device))
             done[(pname, ds)].update(results)
             if config.get("publish"):
                 runs[f"p{len(runs)}"] = _add_publish(plan, config, pname, ds, preset, results)
@@ -326,9 +337,7 @@ def _add_locality(plan: Plan, config: dict, pname: str, ds: str, preset: dict, l
                                    "token_vector": inf["token_vector"]}, up, labels, device=device)
     sweep = plan.add("ctxlen_sweep", {**common, "lengths": list(range(inf["sweep_min"], ctx_len + 1, inf["sweep_step"]))},
                      up, labels, device=device)
-    events = plan.add("top_contexts", {"layers": layers, "k": inf["top_k_events"], "min_pos": max(inf["ctx_lens"]) - 1,
-                                 "positions_per_window": ctx_len - 1, "device": device},
-                      {"cache": cache, **by_layer}, labels, device=device)
+    events = _top_contexts(plan, config, win, cache, by_layer, labels, device)
     hpos = plan.add("h_pos", {**common, "ctx_lens": sorted(inf["ctx_lens"]), "n_latents": inf["n_latents"]},
                     {**up, "events": events, "corpus": corpus}, labels, device=device)
     plots = plan.add("locality_plots", {"ctx_len": ctx_len}, {"entropy": entropy, "sweep": sweep, "h_pos": hpos}, labels)
@@ -337,10 +346,107 @@ def _add_locality(plan: Plan, config: dict, pname: str, ds: str, preset: dict, l
             "locality_plots": plots}
 
 
+def _top_contexts(plan: Plan, config: dict, win: Node, cache: Node, by_layer: dict[str, Node], labels: dict,
+                  device: str) -> Node:
+    """The top_contexts node of one dictionary (``by_layer``: its nodes as `dict_L<layer>`), with the same settings
+    whichever analysis asks for it (H_pos, feature pages, auto-interp), so that one scan serves all: the influence
+    section's events (top_k_events, at positions where the longest H_pos context fits) where there is one, else
+    `inspect.top_k` events anywhere after BOS; `inspect.hist_bins` histogram bins; contexts of
+    `inspect.context_tokens` around each peak (None: the whole window)."""
+    inf, ins = config.get("influence"), config.get("inspect") or {}
+    layers = sorted(int(r.removeprefix("dict_L")) for r in by_layer)
+    k = inf["top_k_events"] if inf else ins.get("top_k", SCAN_TOP_K)
+    min_pos = max(inf["ctx_lens"]) - 1 if inf else 1
+    return plan.add("top_contexts", {"layers": layers, "k": k, "min_pos": min_pos,
+                                     "positions_per_window": config["windows"]["ctx_len"] - 1,
+                                     "n_bins": ins.get("hist_bins", SCAN_HIST_BINS),
+                                     "context_tokens": ins.get("context_tokens"), "device": device},
+                    {"cache": cache, "windows": win, "tokenizer": plan.nodes[win.upstream["tokenizer"]], **by_layer},
+                    labels, device=device)
+
+
+def _site_label(preset: dict, spec: dict) -> str:
+    """The site a dictionary reads, as labels name it: `mlp` for a transcoder, else the preset's site."""
+    return "mlp" if spec["kind"] in TRANSCODER_KINDS else preset["site"]
+
+
+def _dict_labels(preset: dict, pname: str, ds: str, layer: int, dname: str, spec: dict) -> dict:
+    return {"preset": pname, "dataset": ds, "layer": layer, "dictionary": dname, "kind": spec["kind"],
+            "site": _site_label(preset, spec)}
+
+
+def _llm_keyed(spec: dict) -> tuple[dict, dict]:
+    """(what enters the key, {"<hf_id>@<revision>": local_dir}) of an explainer or scorer spec."""
+    if spec["kind"] != "hf":
+        return dict(spec), {}
+    return _keyed(spec), {f"{spec['hf_id']}@{spec['revision']}": spec.get("local_dir")}
+
+
+def _add_autointerp(plan: Plan, config: dict, pname: str, ds: str, preset: dict, win: Node, cache: Node, corpus: Node,
+                    dicts: dict, results: dict[str, Node], device: str) -> dict[str, Node]:
+    """The top_contexts scan of every dictionary the feature pages or auto-interp read (role `top_contexts` for the
+    influence dictionary, whose node the locality analyses planned, `top_contexts__<dictionary>` for the others), and
+    an `autointerp` node per layer and dictionary of `autointerp.dictionaries` (roles
+    `autointerp__<dictionary>__layer<L>`)."""
+    layers = preset["layers"]
+    wanted = [d for sec in ("inspect", "autointerp") for d in (config.get(sec) or {}).get("dictionaries", [])]
+    infl = influence_dictionary(config, pname) if "top_contexts" in results else None
+    out: dict[str, Node] = {}
+    for d in dict.fromkeys(x for x in wanted if x in preset["dictionaries"]):
+        if d != infl:
+            labels = {"preset": pname, "dataset": ds, "dictionary": d,
+                      "site": _site_label(preset, config["dictionaries"][d])}
+            out[f"top_contexts__{d}"] = _top_contexts(plan, config, win, cache,
+                                                      {f"dict_L{L}": dicts[(L, d)] for L in layers}, labels, device)
+    ai = config.get("autointerp")
+    for d in (x for x in (ai or {}).get("dictionaries", []) if x in preset["dictionaries"]):
+        events = results["top_contexts"] if d == infl else out[f"top_contexts__{d}"]
+        (explainer, ex_dirs), (scorer, sc_dirs) = _llm_keyed(ai["explainer"]), _llm_keyed(ai["scorer"])
+        params = {**{k: v for k, v in ai.items() if k not in ("dictionaries", "explainer", "scorer")},
+                  "explainer": explainer, "scorer": scorer, "positions_per_window": config["windows"]["ctx_len"] - 1,
+                  "seed": config.get("seed", 0), "device": device}
+        for L in layers:
+            spec = config["dictionaries"][d]
+            out[f"autointerp__{d}__layer{L}"] = plan.add(
+                "autointerp", {**params, "layer": L},
+                {"cache": cache, "windows": win, "tokenizer": plan.nodes[win.upstream["tokenizer"]], "dict": dicts[(L, d)],
+                 "events": events, "corpus": corpus},
+                _dict_labels(preset, pname, ds, L, d, spec), device=device,
+                runtime={"llm_local_dirs": {**ex_dirs, **sc_dirs}})
+    return out
+
+
+def _add_inspect(plan: Plan, config: dict, pname: str, ds: str, preset: dict, lm: Node, dicts: dict,
+                 results: dict[str, Node], device: str) -> dict[str, Node]:
+    """An `inspect` node (feature page) per layer and dictionary of `inspect.dictionaries` (roles
+    `inspect__<dictionary>__layer<L>`), reading its top_contexts scan and, where they exist for that dictionary,
+    the H_pos, autocorrelation and auto-interp results; and the run's `inspect_index`."""
+    ins = config["inspect"]
+    infl = influence_dictionary(config, pname) if "top_contexts" in results else None
+    out: dict[str, Node] = {}
+    for d in (x for x in ins["dictionaries"] if x in preset["dictionaries"]):
+        spec = config["dictionaries"][d]
+        for L in preset["layers"]:
+            up = {"events": results["top_contexts"] if d == infl else results[f"top_contexts__{d}"],
+                  "dict": dicts[(L, d)], "lm": lm}
+            if d == infl:
+                up.update({r: results[r] for r in ("h_pos", "autocorr") if r in results})
+            if f"autointerp__{d}__layer{L}" in results:
+                up["autointerp"] = results[f"autointerp__{d}__layer{L}"]
+            params = {**{k: v for k, v in ins.items() if k != "dictionaries"}, "layer": L,
+                      "hook_in": plan.nodes[dicts[(L, d)].key].params["hook_in"], "seed": config.get("seed", 0),
+                      "device": device}
+            out[f"inspect__{d}__layer{L}"] = plan.add("inspect", params, up, _dict_labels(preset, pname, ds, L, d, spec),
+                                                      device=device)
+    if out:
+        out["inspect_index"] = plan.add("inspect_index", {}, dict(out), {"preset": pname, "dataset": ds})
+    return out
+
+
 def _compare_node(plan: Plan, config: dict, kind: str, arms: list[tuple[str, str, str, dict]],
                   pairs: list[tuple[int, int]], layers: list, labels: dict) -> Node:
     """A `compare` node of arms (preset, dictionary, label, that (preset, dataset)'s nodes by role): recon per
-    layer, and the probe / h_pos nodes where the arm's dictionary is in them."""
+    layer, and the probe / h_pos / autointerp nodes where the arm's dictionary is in them."""
     up = {}
     for i, (p, d, _, nodes) in enumerate(arms):
         up.update({f"recon_L{L}_a{i}": nodes[f"recon__{d}__layer{L}"] for L in layers})
@@ -348,6 +454,8 @@ def _compare_node(plan: Plan, config: dict, kind: str, arms: list[tuple[str, str
             up[f"probe_a{i}"] = nodes["probe"]
         if "h_pos" in nodes and influence_dictionary(config, p) == d:
             up[f"h_pos_a{i}"] = nodes["h_pos"]
+        up.update({f"autointerp_L{L}_a{i}": nodes[f"autointerp__{d}__layer{L}"] for L in layers
+                   if f"autointerp__{d}__layer{L}" in nodes})
     params = {"n_resamples": 1000, "confidence": 0.95, **{k: v for k, v in (config.get("compare") or {}).items()
                                                           if k != "dictionaries"},
               "kind": kind, "arms": [{"preset": p, "dictionary": d, "label": lab} for p, d, lab, _ in arms],
@@ -395,15 +503,18 @@ def _add_feature_diffs(plan: Plan, config: dict, done: dict) -> None:
 
 
 def _add_evals(plan: Plan, config: dict, pname: str, ds: str, preset: dict, lm: Node, win: Node, corpus: Node,
-               dicts: dict, recons: dict, hpos: Node | None, device: str, done: dict) -> dict[str, Node]:
+               dicts: dict, recons: dict, earlier: dict[str, Node], device: str, done: dict) -> dict[str, Node]:
     """Sparse probing, circuits, steering, head-to-head comparisons, activation autocorrelation and decoder
-    geometry of one (preset, dataset), and their figures (one plotting node, so a plotting fix reruns no
+    geometry of one (preset, dataset), and their figures and auto-interp's (one plotting node, so a plotting fix reruns no
     computation); returns the nodes by role. ``recons``: the recon nodes by `recon__<dictionary>__layer<L>`;
-    ``done``: the nodes by role of every (preset, dataset) planned so far (a control preset is compared
-    with its base, planned before it)."""
+    ``earlier``: the (preset, dataset)'s nodes planned before (h_pos, the autointerp nodes, whose figure is drawn
+    here and which `compare` reads); ``done``: the nodes by role of every (preset, dataset) planned so far (a
+    control preset is compared with its base, planned before it)."""
     layers = preset["layers"]
     labels = {"preset": pname, "dataset": ds}
     evals = {}
+    hpos = earlier.get("h_pos")
+    scored = {r: n for r, n in earlier.items() if r.startswith("autointerp__")}
     spec = config["datasets"][ds]
     labelled = spec["source"] != "hf" or spec.get("label_column")  # probing and a steering contrast need labels
     probed = [d for d in (config.get("probe") or {}).get("dictionaries", []) if d in preset["dictionaries"]]
@@ -428,12 +539,12 @@ def _add_evals(plan: Plan, config: dict, pname: str, ds: str, preset: dict, lm: 
                                   {**labels, "layer": L, "dictionary": steer["dictionary"]}, device=device)
     compared = [d for d in (config.get("compare") or {}).get("dictionaries", []) if d in preset["dictionaries"]]
     if len(compared) >= 2:
-        here = {**recons, **evals}
+        here = {**recons, **evals, **scored}
         arms = [(pname, d, d, here) for d in compared]
         pairs = [(i, j) for i in range(len(arms)) for j in range(i + 1, len(arms))]
         evals["compare"] = _compare_node(plan, config, "dictionaries", arms, pairs, layers, labels)
     if preset.get("control"):
-        done[(pname, ds)] = {**done.get((pname, ds), {}), **recons, **evals}
+        done[(pname, ds)] = {**done.get((pname, ds), {}), **recons, **evals, **scored}
         evals.update(_add_control_comparison(plan, config, pname, ds, preset, done))
     if config.get("influence"):
         by_layer = {f"dict_L{L}": dicts[(L, influence_dictionary(config, pname))] for L in layers}
@@ -444,9 +555,9 @@ def _add_evals(plan: Plan, config: dict, pname: str, ds: str, preset: dict, lm: 
         if config.get("geometry"):
             evals["geometry"] = plan.add("geometry", {**config["geometry"], "layers": layers, "seed": config.get("seed", 0)},
                                          {"h_pos": hpos, **by_layer}, labels)
-    if evals:
-        plots = plan.add("eval_plots", {}, evals, labels)
-        for name in list(evals):
+    if evals or scored:
+        plots = plan.add("eval_plots", {}, {**evals, **scored}, labels)
+        for name in dict.fromkeys(role.split("__")[0] for role in (*evals, *scored)):
             plan.export(f"{name}__{pname}__{ds}.png", plots)
         evals["eval_plots"] = plots
     return evals

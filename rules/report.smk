@@ -2,6 +2,25 @@
 # published tree: a keyed `publish` node per (preset, dataset) decides the layout, `publish_run`
 # materialises data/<preset>/<dataset>/<timestamp>/ from it, `dataset_card` writes the card (saeflow.report).
 # Feature pages: an `inspect` node per (preset, dataset, layer, dictionary) and an `inspect_index` per run.
+# `export` copies figures to figures/ and flags them for `snakemake --report` (category: the stage, subcategory: the
+# preset, caption: saeflow.report.captions); `publish_file` copies the published tree's fixed files.
+
+report: "../report/workflow.rst"
+
+FIGURE_EXPORTS = {p for p in PLAN.exports if p.startswith(FIGURES + "/")}
+
+
+def describe_figure(path):
+    from saeflow.report.captions import describe
+
+    return describe(os.path.basename(path))
+
+
+def figure_caption(path):
+    from saeflow.report.captions import caption
+
+    node = PLAN.nodes[os.path.basename(PLAN.exports[path][0])]
+    return caption(os.path.basename(path), node.step, node.key)
 
 
 # every recon node's headline numbers and the summary figure
@@ -159,6 +178,27 @@ rule publish:
         "../workflow/scripts/publish.py"
 
 
+# the results ledger: every eval headline with its CI, provenance and verdict
+rule ledger:
+    input:
+        unpack(upstream_of),
+    output:
+        f"{STORE}/ledger/{{key}}/{MANIFEST}",
+    params:
+        node=node_of,
+    log:
+        f"{LOGS}/ledger/{{key}}.log",
+    benchmark:
+        f"{BENCH}/ledger/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
+    threads: threads_of
+    resources:
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+    script:
+        "../workflow/scripts/ledger.py"
+
 # the Hugging Face dataset card (data/README.md)
 rule dataset_card:
     input:
@@ -185,7 +225,8 @@ rule export:
     input:
         lambda wildcards: ancient(manifest(PLAN.exports[wildcards.path][0])),
     output:
-        "{path}",
+        report("{path}", caption="../report/figure.rst", category=lambda wildcards: describe_figure(wildcards.path)[0],
+               subcategory=lambda wildcards: describe_figure(wildcards.path)[1]),
     log:
         f"{LOGS}/export/{{path}}.log",
     benchmark:
@@ -197,12 +238,37 @@ rule export:
         mem_mb=200,
         runtime=5,
     wildcard_constraints:
-        # exactly the planned export paths (figures/, data/figures/, data/README.md)
-        path="|".join(re.escape(p) for p in PLAN.exports) or "(?!)",
+        # exactly the planned exports to the figures directory (figures and the ledger's page)
+        path="|".join(re.escape(p) for p in FIGURE_EXPORTS) or "(?!)",
+    params:
+        file=lambda wildcards: PLAN.exports[wildcards.path][1],
+        caption=lambda wildcards: figure_caption(wildcards.path),
+    script:
+        "../workflow/scripts/export.py"
+
+
+rule publish_file:
+    input:
+        lambda wildcards: ancient(manifest(PLAN.exports[wildcards.path][0])),
+    output:
+        "{path}",
+    log:
+        f"{LOGS}/publish_file/{{path}}.log",
+    benchmark:
+        f"{BENCH}/publish_file/{{path}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
+    threads: 1
+    resources:
+        mem_mb=200,
+        runtime=5,
+    wildcard_constraints:
+        # exactly the planned fixed files of the published tree (data/figures/, data/README.md, data/LEDGER.md, ...)
+        path="|".join(re.escape(p) for p in PLAN.exports if p not in FIGURE_EXPORTS) or "(?!)",
     params:
         file=lambda wildcards: PLAN.exports[wildcards.path][1],
     script:
-        "../workflow/scripts/export.py"
+        "../workflow/scripts/publish_file.py"
 
 
 rule publish_run:

@@ -299,6 +299,25 @@ def autointerp_scores_are_accuracies_with_their_controls(plan, root: Path, t: Th
     assert found > 0 or not t.autointerp_beats_control, "no auto-interp of a trained model on a code corpus"
 
 
+def the_ledger_reads_every_eval_and_its_verdicts_follow_the_rule(plan, root: Path, t: Thresholds) -> None:
+    """The results ledger has a row for every eval node's headline (every recon node's variance explained equal to its
+    metrics.json), every row's CI holds its value, and every verdict is the rule's for the config's references."""
+    from saeflow.report import ledger
+
+    (n,) = nodes(plan, "ledger")
+    df = pd.read_parquet(root / n.path / "ledger.parquet")
+    assert set(df["key"]) == {plan.nodes[k].key for r, k in n.upstream.items() if r.startswith("e")}
+    refs = n.params["references"]
+    for r in df.to_dict(orient="records"):
+        assert r["lo"] <= r["value"] + 1e-12 and r["value"] <= r["hi"] + 1e-12, r
+        row = {**r, "dataset": r["dataset_name"]}
+        assert r["verdict"] == ledger.verdict(r["value"], r["lo"], r["hi"], ledger.reference_for(row, refs)), r
+        if r["eval"] == "recon":
+            m = store.read_json(root / plan.nodes[r["key"]].path / "metrics.json")
+            assert r["value"] == _approx(m["ev"]["value"]) and r["l0"] == _approx(m["l0"]["value"]), r
+    assert (root / plan.data_root / "LEDGER.md").read_text() == (root / n.path / "LEDGER.md").read_text()
+
+
 def pytest_approx(v: float, rel: float):
     import pytest
 
@@ -316,4 +335,5 @@ CHECKS = (language_models_beat_the_unigram_model, dictionaries_reconstruct_and_c
           steering_moves_the_planted_topic, circuits_beat_random_sets_on_planted_topics,
           comparisons_agree_with_the_nodes_they_compare, randomized_controls_destroy_what_the_model_learned,
           feature_diffs_stand_above_their_null, feature_pages_show_what_the_tables_hold,
-          autointerp_scores_are_accuracies_with_their_controls)
+          autointerp_scores_are_accuracies_with_their_controls,
+          the_ledger_reads_every_eval_and_its_verdicts_follow_the_rule)

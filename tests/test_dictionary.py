@@ -308,3 +308,36 @@ def test_a_rebuilt_dictionary_has_the_same_file_hashes(tmp_path, kind):
     import json
 
     assert list(json.loads(cfg)) == sorted(json.loads(cfg)) and b.saelens_dir.is_dir()
+
+
+@pytest.mark.parametrize("kind,hook,hook_out,hookpoint", [
+    ("sparsify-topk", "blocks.2.hook_resid_post", None, "layers.2"),
+    ("sparsify-skip-transcoder", "blocks.1.ln2.hook_normalized", "blocks.1.hook_mlp_out", "layers.1.mlp"),
+    ("saelens-topk", "blocks.2.hook_resid_post", None, None)])
+def test_saved_dictionaries_open_in_other_tools(tmp_path, kind, hook, hook_out, hookpoint):
+    """sae-lens' cfg.json carries what SAEBench / sae-dashboard read (model, hooks, context size, BOS, dataset), back
+    through SAE.load_from_disk; sparsify's folder is its own layout (<hookpoint>/, read by SparseCoder.load_many)
+    with an expansion_factor that agrees with num_latents."""
+    from sae_lens import SAE
+    from sparsify import SparseCoder
+
+    md = {"model_name": "gpt2", "model_revision": "0" * 40, "hook_name": hook, "context_size": 128,
+          "prepend_bos": True, "dataset_path": "Salesforce/wikitext", "dataset_revision": "1" * 40,
+          "model_from_pretrained_kwargs": {}, **({"hook_name_out": hook_out} if hook_out else {})}
+    tc = kind in training.TRANSCODER_KINDS
+    res = training.train_dictionary(kind, _batches(tc), D_IN, D_SAE, K, 4 * BS, BS, LR, seed=0, out_dir=tmp_path,
+                                    hook_name=hook, hook_name_out=hook_out, progress=False, metadata=md)
+    formats.register_saelens_classes()
+    sae = SAE.load_from_disk(str(res.saelens_dir))
+    for key, value in md.items():
+        assert sae.cfg.metadata[key] == value, key
+    assert sae.cfg.normalize_activations == "none"
+    if hookpoint is None:
+        assert res.native_dir is None
+        return
+    assert res.native_dir == tmp_path / "native" / hookpoint
+    coders = SparseCoder.load_many(str(tmp_path / "native"), local=True)
+    assert list(coders) == [hookpoint]
+    cfg = coders[hookpoint].cfg
+    assert cfg.num_latents == D_SAE and cfg.expansion_factor * D_IN == D_SAE and cfg.transcode == tc
+    assert formats.sparsify_hookpoint("blocks.3.hook_resid_pre") == "blocks.3.hook_resid_pre"

@@ -86,20 +86,21 @@ def test_corrupt_store_file_publishes_nothing(run):
 def test_dataset_card_front_matter_lists_only_present_tables():
     dests = ["entropy_comparison_resid_post_layer3.parquet", "entropy_comparison_resid_post_layer3_windows.parquet",
              "recon/topk_layer3/per_seq.parquet"]
-    card = publish.dataset_card("# Title\n\nBody.", [{"preset": "p", "dataset": "d", "timestamp": "t",
-                                                     "publish_key": "k"}], dests,
+    card = publish.dataset_card("# Title\n\nBody.", [{"preset": "p", "dataset": "d", "timestamp": "20260101_000000",
+                                                     "publish_key": "k", "dests": dests}],
                                 {"license": "cc-by-4.0", "pretty_name": "X", "tags": ["sae"]})
     assert card.startswith("---\n")
     front = yaml.safe_load(card.split("---\n")[1])
     assert front["license"] == "cc-by-4.0" and front["tags"] == ["sae"]
     names = [c["config_name"] for c in front["configs"]]
     assert names == ["entropy_features", "entropy_windows", "recon_per_sequence"]
-    # The viewer globs match run directories, never the store beside them (same depth under data/).
+    # The viewer paths name this run (its timestamp): an older run of the same preset never merges in.
     pattern = front["configs"][0]["data_files"][0]["path"]
+    assert pattern == "data/p/d/20260101_000000/entropy_comparison_*[0-9].parquet"
     assert fnmatch("data/p/d/20260101_000000/entropy_comparison_resid_post_layer3.parquet", pattern)
-    assert not fnmatch("data/store/entropy_vs_depth/0123456789abcdef0123/entropy_comparison_resid_post_layer3.parquet", pattern)
+    assert not fnmatch("data/p/d/20250101_000000/entropy_comparison_resid_post_layer3.parquet", pattern)
     assert not fnmatch("data/p/d/20260101_000000/entropy_comparison_resid_post_layer3_windows.parquet", pattern)
-    assert "| p | d | t | `k` |" in card and "Body." in card
+    assert "| p | d | 20260101_000000 | `k` |" in card and "Body." in card
 
 
 def test_destinations_of_per_dictionary_roles():
@@ -117,14 +118,21 @@ def test_destinations_of_per_dictionary_roles():
     assert publish.destination("compare", "control", "compare.parquet") == "compare_control/compare.parquet"
 
 
-def test_viewer_configs_match_each_depth_once():
+def test_viewer_configs_match_each_depth_once_and_every_run():
     dests = ["top_contexts/top_contexts_layer1.parquet", "top_contexts/transcoder/top_contexts_layer1.parquet",
              "top_contexts/latent_stats_layer1.parquet", "autointerp/topk_layer1/latent_scores.parquet",
-             "autointerp/topk_layer1/scores.parquet", "autointerp/topk_layer1/explanations.parquet"]
-    configs = {c["config_name"]: c["data_files"][0]["path"] for c in publish.parquet_configs(dests)}
-    assert configs["top_contexts"] == ["data/*/*/[0-9]*_[0-9]*/top_contexts/top_contexts_layer*.parquet",
-                                       "data/*/*/[0-9]*_[0-9]*/top_contexts/*/top_contexts_layer*.parquet"]
-    assert configs["latent_stats"] == "data/*/*/[0-9]*_[0-9]*/top_contexts/latent_stats_layer*.parquet"
-    assert configs["autointerp_scores"] == "data/*/*/[0-9]*_[0-9]*/autointerp/*/latent_scores.parquet"
+             "autointerp/topk_layer1/scores.parquet", "autointerp/topk_layer1/explanations.parquet",
+             "probe/probe.parquet", "compare_control/compare.parquet", "inspect/topk_layer1/features.html"]
+    runs = [{"preset": "a", "dataset": "d", "timestamp": "1_1", "dests": dests},
+            {"preset": "b", "dataset": "d", "timestamp": "2_2", "dests": dests[:1]}]
+    configs = {c["config_name"]: c["data_files"][0]["path"] for c in publish.parquet_configs(runs)}
+    assert configs["top_contexts"] == ["data/a/d/1_1/top_contexts/top_contexts_layer*.parquet",
+                                       "data/a/d/1_1/top_contexts/*/top_contexts_layer*.parquet",
+                                       "data/b/d/2_2/top_contexts/top_contexts_layer*.parquet"]
+    assert configs["latent_stats"] == "data/a/d/1_1/top_contexts/latent_stats_layer*.parquet"
+    assert configs["compare"] == "data/a/d/1_1/compare_control/compare.parquet"
     assert set(configs) == {"top_contexts", "latent_stats", "autointerp_scores", "autointerp_items",
-                            "autointerp_explanations"}
+                            "autointerp_explanations", "probe", "compare"}
+    assert [publish.config_of(d) for d in dests] == ["top_contexts", "top_contexts", "latent_stats",
+                                                     "autointerp_scores", "autointerp_items",
+                                                     "autointerp_explanations", "probe", "compare", None]

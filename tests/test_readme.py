@@ -12,11 +12,13 @@ RUN_BY_CI = ["make test", "make demo"]
 
 
 def test_every_readme_command_is_run_by_a_test():
+    import test_dictionary_repo
     import test_slurm_profile
     import test_sync
     import test_workflow
 
-    declared = {c: mod.__name__ for mod in (test_workflow, test_sync, test_slurm_profile) for c in mod.README_COMMANDS}
+    declared = {c: mod.__name__ for mod in (test_workflow, test_sync, test_slurm_profile, test_dictionary_repo)
+                for c in mod.README_COMMANDS}
     declared.update({c: ".ci/run" for c in RUN_BY_CI})
     shown = readme_commands()
     assert set(shown) - set(declared) == set(), "README commands no test runs"

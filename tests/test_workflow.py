@@ -27,7 +27,8 @@ from saeflow.workflow.plan import build_plan
 
 pytestmark = pytest.mark.workflow
 ROOT = Path(__file__).resolve().parents[1]
-COPY = ["Snakefile", "DATASET.md", "rules", "workflow", "src/saeflow", "config", "envs", "profiles", "tests/configs"]
+COPY = ["Snakefile", "DATASET.md", "rules", "workflow", "src/saeflow", "config", "envs", "profiles", "report",
+        "tests/configs"]
 CONFIG = "tests/configs/tiny.yaml"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "SPARSIFY_DISABLE_TRITON": "1",
        "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
@@ -89,14 +90,18 @@ def files_of(wd: Path, step: str) -> list[Path]:
 
 
 PUBLISH = {"publish": 1, "publish_run": 1, "dataset_card": 1}
-# recon_summary.png and eval_plots' six figures go to figures/ and data/figures/, the dataset card to
-# data/README.md; compare pairs the recon tables, so its node and figure follow a recon edit.
-RECON_DOWN = {"recon": 3, "recon_summary": 1, "compare": 1, "eval_plots": 1, **PUBLISH, "export": 15, "all": 1}
+# recon_summary.png and eval_plots' six figures go to figures/ (export) and data/figures/ (publish_file), the
+# dataset card to data/README.md; compare pairs the recon tables, so its node and figure follow a recon edit. The
+# results ledger reads every recon node: it reruns, with its page in figures/ and data/LEDGER.md, ledger.parquet and
+# ledger.csv.
+RECON_DOWN = {"recon": 3, "recon_summary": 1, "compare": 1, "eval_plots": 1, "ledger": 1, **PUBLISH, "export": 8,
+              "publish_file": 11, "all": 1}
 
 
 # The README's everyday commands, run as written in this module's copy, where the tiny config is also the
 # default config (so `snakemake` without --configfile plans exactly what `run` plans).
-README_COMMANDS = ["snakemake -n", "saeflow status figures/recon_summary.png", "saeflow verify",
+README_COMMANDS = ["snakemake -n", "saeflow status figures/recon_summary.png", "saeflow ledger",
+                   "snakemake --report report.zip", "saeflow verify",
                    "saeflow verify --remove", "snakemake figures/entropy_vs_depth_grid.png", "snakemake --unlock",
                    "snakemake"]
 
@@ -129,7 +134,8 @@ def test_full_dag_runs_figure_exists_manifests_verify(wd):
     assert {a.parent.name for a in arts} == {"corpus", "tokenizer", "windows", "train_lm", "cache_activations", "train_dict", "recon",
                                              "recon_summary", "entropy_vs_depth", "ctxlen_sweep", "top_contexts", "h_pos",
                                              "locality_plots", "entropy_grid", "probe", "circuit", "compare", "autocorr", "geometry",
-                                             "eval_plots", "publish", "dataset_card", "autointerp", "inspect", "inspect_index"}
+                                             "eval_plots", "publish", "dataset_card", "autointerp", "inspect", "inspect_index",
+                                             "ledger"}
     for fig in ("recon_summary.png", "entropy_vs_depth_grid.png", "entropy_vs_depth__t__synthetic.png",
                 "probe__t__synthetic.png", "autocorr__t__synthetic.png", "geometry__t__synthetic.png",
                 "autointerp__t__synthetic.png"):
@@ -163,6 +169,8 @@ def test_readme_everyday_commands_as_written(wd):
     assert "Nothing to be done" in said("snakemake figures/entropy_vs_depth_grid.png")
     status = readme(wd, "saeflow status figures/recon_summary.png").stdout
     assert status.splitlines()[-1].endswith("present, 0 would run") and "recon_summary" in status, status
+    # the ledger the CLI computes from the store is the one the ledger node wrote and exported
+    assert readme(wd, "saeflow ledger").stdout == (wd / "data/LEDGER.md").read_text()
     assert " 0 corrupt" in said("saeflow verify")
     assert " 0 corrupt" in said("saeflow verify --remove")
     assert planned(wd) == {}
@@ -179,7 +187,8 @@ TINY = science.Thresholds(lm_margin_bits=None, max_recon_fvu=1.0, min_ce_recover
                                    science.circuits_beat_random_sets_on_planted_topics,
                                    science.comparisons_agree_with_the_nodes_they_compare,
                                    science.feature_pages_show_what_the_tables_hold,
-                                   science.autointerp_scores_are_accuracies_with_their_controls],
+                                   science.autointerp_scores_are_accuracies_with_their_controls,
+                                   science.the_ledger_reads_every_eval_and_its_verdicts_follow_the_rule],
                          ids=lambda c: c.__name__)
 def test_the_numbers_a_researcher_reads(wd, check):
     conf = cfg.validate(yaml.safe_load((wd / CONFIG).read_text()))
@@ -200,10 +209,11 @@ def test_published_tree_and_card(wd):
     front = yaml.safe_load(card.split("---\n")[1])
     configs = {c["config_name"]: c["data_files"][0]["path"] for c in front["configs"]}
     assert {"entropy_features", "h_pos", "recon_per_sequence", "top_contexts", "latent_stats", "autointerp_explanations",
-            "autointerp_scores", "autointerp_items"} <= set(configs)
-    # the influence dictionary's scan at the top of top_contexts/, the transcoder's in its own folder
-    assert configs["top_contexts"] == ["data/*/*/[0-9]*_[0-9]*/top_contexts/top_contexts_layer*.parquet",
-                                       "data/*/*/[0-9]*_[0-9]*/top_contexts/*/top_contexts_layer*.parquet"]
+            "autointerp_scores", "autointerp_items", "probe", "ledger"} <= set(configs)
+    # the influence dictionary's scan at the top of top_contexts/, the transcoder's in its own folder; this run only
+    assert configs["top_contexts"] == [f"data/t/synthetic/{run_dir.name}/top_contexts/top_contexts_layer*.parquet",
+                                       f"data/t/synthetic/{run_dir.name}/top_contexts/*/top_contexts_layer*.parquet"]
+    assert configs["ledger"] == "data/ledger.parquet" and "## Results ledger" in card
     assert (run_dir / "top_contexts/transcoder/top_contexts_layer1.parquet").is_file()
     for d in ("topk_layer1", "transcoder_layer1"):
         assert (run_dir / "autointerp" / d / "latent_scores.parquet").is_file()
@@ -216,6 +226,64 @@ def test_published_tree_and_card(wd):
     assert planned(wd) == {"publish_run": 1, "all": 1}
     run(wd)
     assert sorted((wd / "data/t/synthetic").glob("2*")) == runs and marker.is_file()
+
+
+def test_every_published_table_loads_as_a_viewer_config_with_its_coordinates(wd, tmp_path):
+    """The card's viewer configs, read by `datasets.load_dataset` from the published tree laid out as the Hugging
+    Face repo holds it (README.md beside data/): every Parquet table of the run is in a config, each config loads
+    (one schema across layers, dictionaries and presets) and its rows carry their coordinates."""
+    import datasets
+
+    from saeflow.report import publish
+
+    run_dir = max((wd / "data/t/synthetic").glob("2*"))
+    tables = [p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*.parquet")]
+    assert tables and [t for t in tables if publish.config_of(t) is None] == []
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(wd / "data/README.md", repo / "README.md")
+    (repo / "data").symlink_to(wd / "data")
+    front = yaml.safe_load((repo / "README.md").read_text().split("---\n")[1])
+    names = [c["config_name"] for c in front["configs"] if c["config_name"] != "ledger"]
+    assert set(names) == {publish.config_of(t) for t in tables}
+    datasets.disable_progress_bars()
+    ledger = datasets.load_dataset(str(repo), name="ledger", split="train", cache_dir=str(tmp_path / "cache"))
+    assert ledger.num_rows > 0 and {"preset", "layer", "dictionary", "eval", "value", "lo", "hi"} <= set(ledger.column_names)
+    per_layer = {"entropy_features", "entropy_windows", "h_pos", "top_contexts", "latent_stats", "recon_per_sequence",
+                 "probe", "probe_correct", "geometry_pairwise", "autointerp_explanations", "autointerp_scores",
+                 "autointerp_items", "autointerp_examples", "feature_pages", "ctxlen_sweep", "ctxlen_token_vector",
+                 "ablation", "compare"}
+    for name in names:
+        ds = datasets.load_dataset(str(repo), name=name, split="train", cache_dir=str(tmp_path / "cache"))
+        cols = set(ds.column_names)
+        assert ds.num_rows > 0 and {"preset", "dataset"} <= cols, (name, ds.column_names)
+        assert set(ds.unique("preset")) == {"t"} and set(ds.unique("dataset")) == {"synthetic"}, name
+        if name in per_layer:
+            assert "layer" in cols, (name, ds.column_names)
+        if name != "compare":    # a comparison names its two dictionaries (dictionary_a, dictionary_b)
+            assert "dictionary" in cols, (name, ds.column_names)
+    h = datasets.load_dataset(str(repo), name="h_pos", split="train", cache_dir=str(tmp_path / "cache"))
+    assert {"ctx_len", "kind", "context", "acts"} <= set(h.column_names) and set(h.unique("ctx_len")) == {8, 12}
+
+
+def test_snakemake_report_holds_every_figure_with_its_caption(wd):
+    """`snakemake --report report.zip` (the README's command): every figure of figures/ and the ledger's page are in
+    the report, grouped by stage, each with the caption that names its node; nothing is rerun to make it."""
+    import zipfile
+
+    readme(wd, "snakemake --report report.zip")
+    with zipfile.ZipFile(wd / "report.zip") as z:
+        names = z.namelist()
+        page = z.read(next(n for n in names if n.endswith("report.html"))).decode()
+    held = {n.rsplit("/", 1)[-1] for n in names}
+    figures = {p.name for p in (wd / "figures").iterdir()}
+    assert figures and figures <= held, figures - held
+    assert "ledger.html" in figures and not any(n.endswith((".md", ".parquet", ".csv")) for n in names)
+    for text in ("Reconstruction", "Locality", "Evals", "Comparisons", "Results ledger", "Made by the",
+                 "content-addressed Snakemake workflow"):
+        assert text in page, text
+    assert planned(wd) == {}
+    (wd / "report.zip").unlink()
 
 
 def test_published_feature_pages_in_a_browser(wd, tmp_path):
@@ -281,7 +349,7 @@ def test_edit_recon_script_reruns_only_recon_and_descendants(wd):
     # Reverting the edit: the old artefacts are still in the store, no computation reruns; only the
     # exports copy the old figures back to their fixed paths (recon_summary's, and eval_plots' with compare's).
     script.write_text(original)
-    assert planned(wd) == {"export": 15, "all": 1}
+    assert planned(wd) == {"export": 8, "publish_file": 11, "all": 1}
     run(wd)
     assert planned(wd) == {}
 
@@ -303,15 +371,15 @@ def test_edit_probe_script_reruns_only_probe_and_its_figures(wd):
     # exports (to figures/ and data/figures/) are re-copied, and the run is re-published; compare pairs the probe's
     # windows.
     assert plans_after_edit(wd, "workflow/scripts/probe.py", "\nprint('probe script edited')\n") == {
-        "probe": 1, "compare": 1, "eval_plots": 1, **PUBLISH, "export": 13, "all": 1}
+        "probe": 1, "compare": 1, "eval_plots": 1, "ledger": 1, **PUBLISH, "export": 7, "publish_file": 10, "all": 1}
 
 
 def test_plotting_fix_reruns_no_computation(wd):
     assert plans_after_edit(wd, "src/saeflow/report/entropy_figures.py", "\n_PLOT_FIX = 1\n") == {
-        "locality_plots": 1, "entropy_grid": 1, **PUBLISH, "export": 5, "all": 1}
+        "locality_plots": 1, "entropy_grid": 1, **PUBLISH, "export": 2, "publish_file": 3, "all": 1}
     # The probe figure lives in saeflow.report (not beside the metric): fixing it reruns the plots, not the probe.
     assert plans_after_edit(wd, "src/saeflow/report/eval_figures.py", "\n_PLOT_FIX = 1\n") == {
-        "eval_plots": 1, **PUBLISH, "export": 13, "all": 1}
+        "eval_plots": 1, **PUBLISH, "export": 6, "publish_file": 7, "all": 1}
 
 
 def test_comment_only_edit_of_module_every_step_imports(wd):
@@ -337,7 +405,8 @@ def test_changing_k_reruns_training_and_descendants_only(wd):
     assert planned(wd) == {"train_dict": 1, "recon": 1, "recon_summary": 1, "entropy_vs_depth": 1, "ctxlen_sweep": 1,
                            "top_contexts": 1, "h_pos": 1, "locality_plots": 1, "entropy_grid": 1,
                            "probe": 1, "circuit": 1, "compare": 1, "autocorr": 1, "geometry": 1, "eval_plots": 1,
-                           "autointerp": 1, "inspect": 1, "inspect_index": 1, **PUBLISH, "export": 19,
+                           "autointerp": 1, "inspect": 1, "inspect_index": 1, "ledger": 1, **PUBLISH, "export": 10,
+                           "publish_file": 13,
                            "all": 1}
     report = saeflow_status(wd)
     assert "params changed: k" in report and "upstream will run: dict" in report
@@ -350,7 +419,7 @@ def test_store_copied_to_fresh_clone_does_nothing(wd, tmp_path):
     # Plain copies: every mtime is new, and no .snakemake metadata comes along.
     shutil.copytree(wd / "data", fresh / "data", copy_function=shutil.copy)
     # No computation; only the figures are copied to their fixed paths.
-    assert planned(fresh) == {"export": 9, "all": 1}
+    assert planned(fresh) == {"export": 10, "all": 1}
     shutil.copytree(wd / "figures", fresh / "figures", copy_function=shutil.copy)
     assert planned(fresh) == {}
 
@@ -391,6 +460,6 @@ def test_sigkill_mid_job_leaves_nothing_complete_and_recovery_finishes_everythin
         assert store.verify_store(wd / "data/store") == {}
     finally:
         set_config(wd, original)
-        assert set(planned(wd)) <= {"export", "all"}  # the old artefacts are all there; figures are re-copied
+        assert set(planned(wd)) <= {"export", "publish_file", "all"}  # the old artefacts are all there; figures are re-copied
         run(wd)
         assert planned(wd) == {}

@@ -3,6 +3,8 @@
     saeflow status [TARGET] [--configfile F]   which nodes are present, which would run, and why
     saeflow verify [--remove] [--store DIR]    re-hash every artefact against its manifest, and the
                                                published tree against the store
+    saeflow ledger [--configfile F] [--out DIR]  the results ledger of the plan, from the eval artefacts
+                                               present in the store (Markdown; --out: also Parquet and CSV)
     saeflow sync push --repo USER/NAME [--data data] [--prune] [--dry-run]
                                                upload to a Hugging Face dataset what it lacks
     saeflow sync pull --repo USER/NAME [--data data] [--all | --configfile F] [--published]
@@ -127,11 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     ve.add_argument("--remove", action="store_true",
                     help="delete corrupt artefacts, their dependents and published runs, and dead jobs' temp dirs")
     ve.add_argument("--figures", default="figures", help="the exported figures directory (figures_dir)")
+    le = sub.add_parser("ledger", help="the results ledger of the plan (Markdown on stdout)")
+    le.add_argument("--configfile", action="append", default=[])
+    le.add_argument("--workdir", default=".")
+    le.add_argument("--out", default=None, help="also write LEDGER.md, ledger.parquet and ledger.csv here")
     _add_sync_parser(sub)
     args = ap.parse_args(argv)
     if args.cmd == "sync":
         return sync_command(args)
-    if args.cmd == "status":
+    if args.cmd in ("status", "ledger"):
         workdir = Path(args.workdir).resolve()
         try:
             plan = load_plan(args.configfile, workdir)
@@ -141,9 +147,41 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as e:  # a config found, but --workdir is not a checkout (no workflow scripts to key)
             print(f"error: --workdir {workdir} is not a saeflow checkout ({type(e).__name__}: {e})", file=sys.stderr)
             return 2
+        if args.cmd == "ledger":
+            return ledger_command(plan, workdir, args.out)
         status(plan, args.target, workdir)
         return 0
     return verify_command(args)
+
+
+def ledger_command(plan: Plan, workdir: Path, out_dir: str | None, out=sys.stdout) -> int:
+    """`saeflow ledger`: the ledger node's rows (saeflow.report.ledger) computed from the eval artefacts of the plan
+    that are complete in the store, whether or not the ledger node ran; the ones missing are counted on stderr."""
+    from saeflow.report import ledger
+
+    nodes = [n for n in plan.nodes.values() if n.step == "ledger"]
+    if not nodes:
+        print("error: the plan has no eval node with a ledger headline (recon, probe, autointerp, circuit, steer)",
+              file=sys.stderr)
+        return 2
+    node = nodes[0]
+    present = {role: workdir / plan.nodes[k].path for role, k in node.upstream.items()
+               if store.is_complete(workdir / plan.nodes[k].path)}
+    evals = {r: d for r, d in present.items() if r.startswith("e")}
+    dicts = {r: d for r, d in present.items() if r.startswith("d")}
+    missing = sum(r.startswith("e") for r in node.upstream) - len(evals)
+    df = ledger.ledger_rows(evals, dicts, node.params, node.params["references"])
+    text = ledger.markdown(df)
+    print(text, end="", file=out)
+    if missing:
+        print(f"{missing} of the plan's eval nodes are not in the store yet (run snakemake): left out", file=sys.stderr)
+    if out_dir:
+        o = Path(out_dir)
+        o.mkdir(parents=True, exist_ok=True)
+        (o / "LEDGER.md").write_text(text)
+        df.to_parquet(o / "ledger.parquet", index=False)
+        df.to_csv(o / "ledger.csv", index=False)
+    return 0
 
 
 def verify_command(args) -> int:
@@ -211,6 +249,12 @@ def _add_sync_parser(sub) -> None:
             p.add_argument("--dry-run", action="store_true", help="list what would change, touch nothing")
             p.add_argument("--batch-size", type=int, default=50, help="files per commit")
             p.add_argument("--private", action="store_true", help="create the repo private if it does not exist")
+            p.add_argument("--dictionaries", action="store_true",
+                           help="push the trained dictionaries of the config to --repo as a sae-lens model repo "
+                                "(one folder per dictionary and hook, a model card) instead of data/ to a dataset repo")
+            p.add_argument("--configfile", action="append", default=[],
+                           help="with --dictionaries: the config whose dictionaries to push (default: config/config.yaml)")
+            p.add_argument("--workdir", default=".", help="with --dictionaries: workflow directory, for planning keys")
         else:
             which = p.add_mutually_exclusive_group()
             which.add_argument("--all", action="store_true", help="every artefact on the remote")
@@ -220,6 +264,31 @@ def _add_sync_parser(sub) -> None:
             p.add_argument("--published", action="store_true", help="also pull the published tree and the card")
             p.add_argument("--overwrite-published", action="store_true",
                            help="replace published files that differ locally (default: keep them)")
+
+
+def _push_dictionaries(args, remote, say) -> int:
+    """`saeflow sync push --dictionaries`: the config's trained dictionaries present in the store, as a sae-lens model
+    repo (saeflow.hub.dictionaries)."""
+    from saeflow.hub import dictionaries
+
+    workdir = Path(args.workdir).resolve()
+    plan = load_plan(args.configfile, workdir)
+    trained = [n for n in plan.nodes.values() if n.step == "train_dict"]
+    present = [workdir / n.path for n in trained if store.is_complete(workdir / n.path)]
+    if not present:
+        say(f"error: none of the config's {len(trained)} trained dictionaries is in the store (run snakemake first)",
+            err=True)
+        return 1
+    if len(present) < len(trained):
+        say(f"{len(trained) - len(present)} of the config's trained dictionaries are not in the store: not pushed",
+            err=True)
+    rep = dictionaries.push_dictionaries(present, remote, (plan.config.get("publish") or {}).get("license", "cc-by-4.0"),
+                                         dry_run=args.dry_run)
+    for p in rep["upload"] if args.dry_run else []:
+        say(f"would upload {p}")
+    say(f"{remote.describe()}: {len(rep['dictionaries'])} dictionaries; {'would upload' if args.dry_run else 'uploaded'} "
+        f"{len(rep['upload'])} files, {rep['unchanged']} unchanged, {rep['commits']} commits")
+    return 0
 
 
 def sync_command(args) -> int:
@@ -237,13 +306,17 @@ def sync_command(args) -> int:
     def say(msg: str, err: bool = False) -> None:
         print(clean(msg), file=sys.stderr if err else sys.stdout, flush=True)
 
+    dictionaries = args.sync_cmd == "push" and args.dictionaries
     if args.remote_dir:
         remote = remotes.LocalDirRemote(args.remote_dir)
     else:
         private = True if getattr(args, "private", False) else None
         remote = remotes.HubRemote(args.repo, token=token, revision=args.revision,
-                                use_xet=False if args.no_xet else None, private=private)
+                                   use_xet=False if args.no_xet else None, private=private,
+                                   repo_type="model" if dictionaries else "dataset")
     try:
+        if dictionaries:
+            return _push_dictionaries(args, remote, say)
         if args.sync_cmd == "push":
             rep = sync.push(args.data, remote, prune=args.prune, dry_run=args.dry_run, batch_size=args.batch_size,
                             progress=say)

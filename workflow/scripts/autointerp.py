@@ -69,8 +69,9 @@ if meta_path.is_file():  # planted kinds: the majority kind of each latent's pea
 summary = autointerp.summarise(items, groups, p["n_resamples"], p["confidence"], p["seed"])
 tensors.require_finite({"accuracy": [r["accuracy"] for r in summary], "lo": [r["lo"] for r in summary],
                         "hi": [r["hi"] for r in summary]}, f"autointerp {lab}")
-coords = {"preset": lab["preset"], "dataset": lab["dataset"], "layer": L, "dictionary": lab["dictionary"]}
-expl_df = pd.DataFrame(expl).assign(kind=lambda d: d["feature_id"].map(kind_of) if kind_of else None, **coords)
+coords = jobs.coordinates(node)
+expl_df = pd.DataFrame(expl).assign(**coords)
+expl_df["kind"] = pd.Series(expl_df["feature_id"].map(kind_of) if kind_of else None, index=expl_df.index, dtype="string")
 items_df = pd.DataFrame(items).assign(**coords)
 per_latent = (items_df.groupby(["method", "control", "task", "feature_id"])["correct"]
               .agg(accuracy="mean", n_items="size").reset_index().assign(**coords))

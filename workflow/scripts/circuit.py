@@ -34,7 +34,7 @@ _, X_te = activations.pooled_features(model, te_tokens, [], encoders)
 table, circuits = circuit.circuit_faithfulness(X_tr, X_te, y_tr, y_te, p["ks"], p["n_random"], p["n_resamples"],
                                                p["seed"])
 task_name = f"{node['labels']['dataset']}: label {task['positive']} vs {task['negative']}"
-table = table.assign(task=task_name, dictionary=p["dictionary"])
+table = table.assign(task=task_name, **jobs.coordinates(node))
 
 # Ablation: answer tokens of the task, then every layer's circuit of each K against seeded nulls.
 a_ids, b_ids = ablation.answer_tokens(tr_tokens[:, 1:], y_tr == 1, model.cfg.d_vocab)  # BOS left out
@@ -50,7 +50,7 @@ for L in layers:
         abl_rows.append({"layer": L, **{k2: v for k2, v in r.items() if k2 != "null"},
                          "null": ",".join(f"{v:.6g}" for v in r["null"]), "task": task_name,
                          "dictionary": p["dictionary"]})
-abl = pd.DataFrame(abl_rows)
+abl = pd.DataFrame(abl_rows).assign(**jobs.coordinates(node))
 tensors.require_finite({c: table[c] for c in ("acc_circuit", "acc_random", "acc_ceiling", "gap", "gap_lo", "gap_hi")}
                        | {"ablation.effect": abl["effect"], "ablation.null_mean": abl["null_mean"]}, "circuit")
 

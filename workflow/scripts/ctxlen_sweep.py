@@ -14,8 +14,8 @@ features, token = locality.ctxlen_sweep(model, text, dicts, p["threshold"], p["l
 tensors.require_finite({"entropy": features["entropy"], "token_vector_entropy": token["token_vector_entropy"]},
                        "context-length sweep")
 with store.write_artefact(out, node, device=device) as art:
-    features.to_parquet(art.path("entropy_vs_context_len.parquet"), index=False)
-    token.to_parquet(art.path("token_vector_vs_context_len.parquet"), index=False)
+    features.assign(**jobs.coordinates(node)).to_parquet(art.path("entropy_vs_context_len.parquet"), index=False)
+    token.assign(**jobs.coordinates(node)).to_parquet(art.path("token_vector_vs_context_len.parquet"), index=False)
     store.write_json_atomic(art.path("prompt.json"), {"doc_id": int(win["eval_doc_id"][0]),
                                                       "start_idx": int(win["eval_start_idx"][0]),
                                                       "tokens": text.tolist()})

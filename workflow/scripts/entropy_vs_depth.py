@@ -25,8 +25,9 @@ with store.write_artefact(out, node, device=device) as art:
                                 "token_vector_entropy": r["windows"]["token_vector_entropy"].dropna(),
                                 **r["arrays"]}, f"entropy vs depth, layer {L}")
         stem = f"entropy_comparison_{p['site']}_layer{L}"
-        r["features"].to_parquet(art.path(f"{stem}.parquet"), index=False)
-        r["windows"].to_parquet(art.path(f"{stem}_windows.parquet"), index=False)
+        r["features"].assign(**jobs.coordinates(node, layer=L)).to_parquet(art.path(f"{stem}.parquet"), index=False)
+        r["windows"].assign(**jobs.coordinates(node, layer=L)).to_parquet(art.path(f"{stem}_windows.parquet"),
+                                                                          index=False)
         save_file(r["arrays"], str(art.path(f"{stem}.safetensors")))
         per_latent = locality.mean_entropy_per_latent(r["features"])
         summary[L] = {"n_windows": int(len(r["windows"])), "n_rows": int(len(r["features"])),

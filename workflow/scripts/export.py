@@ -1,5 +1,6 @@
-"""Rule export (no key of its own): copy one file of a keyed artefact to its fixed human path, after checking
-the file against the artefact's manifest, so an export is always a verified copy."""
+"""Rule export (no key of its own): copy one figure of a keyed artefact to its fixed human path in figures/, after
+checking the file against the artefact's manifest, so an export is always a verified copy (the rule flags it for
+`snakemake --report`)."""
 import sys
 from pathlib import Path
 

@@ -17,7 +17,7 @@ with store.write_artefact(out, node) as art:
         per_feature, pairwise, summary = geometry.geometry_vs_entropy(W_dec, H.index.to_numpy(), H.to_numpy(),
                                                                       p["n_permutations"], p["seed"])
         per_feature.to_csv(art.path(f"layer{L}/per_feature.csv"), index=False)
-        pairwise.to_parquet(art.path(f"layer{L}/pairwise.parquet"), index=False)
+        pairwise.assign(**jobs.coordinates(node, layer=L)).to_parquet(art.path(f"layer{L}/pairwise.parquet"), index=False)
         summary = {**node["labels"], "layer": L, "h_pos_ctx": ctx, **summary}
         store.write_json_atomic(art.path(f"layer{L}/manifest.json"), summary)
         summaries[L] = {k: summary[k] for k in ("n_features", "n_pairs", "correlation_decoder_cos_vs_abs_dH_pos")}

@@ -41,9 +41,10 @@ with store.write_artefact(out, node, device=device) as art:
                             for w, q in zip(rows["window_idx"], rows["pos"])]) if len(rows) else np.zeros((0, N), int)
             acts = contexts.context_activations(model, ctx, spec, rows["feature_id"])
             rows = contexts.with_text(rows, ctx[:, 1:], acts, model.tokenizer, N - 2)
-            rows = rows.assign(layer=L, ctx_len=N, dictionary=node["labels"]["dictionary"])
-            if kinds is not None:
-                rows["kind"] = [kinds.get(int(t), "other") for t in rows["peak_token"]]
+            rows = rows.assign(**jobs.coordinates(node, layer=L, ctx_len=N))
+            # one schema on every corpus (one viewer config reads them all): null where nothing is planted
+            rows["kind"] = pd.Series([kinds.get(int(t), "other") for t in rows["peak_token"]] if kinds is not None
+                                     else [None] * len(rows), dtype="string", index=rows.index)
             rows.to_parquet(art.path(f"layer{L}/ctx{N}.parquet"), index=False)
             rows.drop(columns=["tokens", "token_strs", "acts"]).to_csv(art.path(f"layer{L}/ctx{N}.csv"), index=False)
             np.savez(art.path(f"layer{L}/influences_ctx{N}.npz"), **infl)

@@ -52,7 +52,9 @@ meta = {"title": title, "index": "../../inspect_index/index.html", "methods": me
                      (f"{len(records)} latents shown: those H_pos, auto-interp and autocorrelation analysed, and "
                       f"{sum(r['why'] == ['sample'] for r in records)} sampled (seed {p['seed']}) from the live ones")]}
 table = pd.DataFrame([{k: r[k] for k in ("id", "n_fired", "density", "max_act", "mean_act", "h_pos", "autocorr_len")}
-                      | {"why": ", ".join(r["why"])} for r in records])
+                      | {"why": ", ".join(r["why"])} for r in records]).assign(**jobs.coordinates(node))
+# float columns on every page, NaN where not computed (a page without H_pos would otherwise have a null-typed column)
+table = table.astype({c: "float64" for c in ("density", "max_act", "mean_act", "h_pos", "autocorr_len")})
 firing = stats[stats["n_fired"] > 0]
 first = methods[0] if methods else None
 acc = {t: float(scores[(scores["method"] == first) & (scores["task"] == t)]["accuracy"].mean())

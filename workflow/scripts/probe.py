@@ -37,12 +37,13 @@ for (L, d), s in specs.items():
     # per test window (its index among the eval windows): the items a head-to-head comparison pairs
     per_window += [pd.DataFrame({"layer": L, "dictionary": d, "k": k, "window": te_idx.astype(np.int64),
                                  "correct_sae": c_s, "correct_raw": c_r}) for k, (c_s, c_r) in correct.items()]
-result = pd.concat(rows, ignore_index=True)
+result = pd.concat(rows, ignore_index=True).assign(**jobs.coordinates(node))
 tensors.require_finite({c: result[c] for c in ("acc_sae", "acc_raw", "diff", "diff_lo", "diff_hi")}, "sparse probing")
 with store.write_artefact(out, node, device=device) as art:
     result.to_parquet(art.path("probe.parquet"), index=False)
     result.to_csv(art.path("probe.csv"), index=False)
-    pd.concat(per_window, ignore_index=True).to_parquet(art.path("correct.parquet"), index=False)
+    pd.concat(per_window, ignore_index=True).assign(**jobs.coordinates(node)).to_parquet(art.path("correct.parquet"),
+                                                                                         index=False)
     store.write_json_atomic(art.path("task.json"), task)
     art.record(task=task)
 print(result.to_string())

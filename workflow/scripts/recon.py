@@ -25,5 +25,5 @@ tensors.require_finite({k: [v["value"], v["lo"], v["hi"]] for k, v in summary.it
                        f"recon of {node['labels']}")
 with store.write_artefact(out, node, device=device) as art:
     store.write_json_atomic(art.path("metrics.json"), summary)
-    pd.DataFrame(per_seq).to_parquet(art.path("per_seq.parquet"), index=False)
+    pd.DataFrame(per_seq).assign(**jobs.coordinates(node)).to_parquet(art.path("per_seq.parquet"), index=False)
 print({k: v for k, v in summary.items() if isinstance(v, dict) and "value" in v})

@@ -228,6 +228,7 @@ cand_json = {"contrast": contrast, "hook": hook, "layer": L, "dictionary": p["di
              "candidates": cands.to_dict(orient="records"), "random_latent": rand_latent}
 
 with store.write_artefact(out, node, device=device) as art:
+    table = table.assign(**jobs.coordinates(node))
     table.to_parquet(art.path("steering.parquet"), index=False)
     table.to_csv(art.path("steering.csv"), index=False)
     with open(art.path("generations.jsonl"), "w") as f:

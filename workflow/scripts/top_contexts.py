@@ -74,9 +74,9 @@ with store.write_artefact(out, node, device=device) as art:
         ids = tokens[events["window_idx"].to_numpy()][:, 1:][rows, cols]
         events = contexts.with_text(events.assign(start=spans[:, 0]), ids, acts[rows, cols], tok,
                                     events["pos"].to_numpy() - 1 - spans[:, 0])
-        events = events.assign(layer=L, dictionary=node["labels"]["dictionary"])
+        events = events.assign(**jobs.coordinates(node, layer=L))
         events.to_parquet(art.path(f"top_contexts_layer{L}.parquet"), index=False)
-        stats = scan.table().assign(layer=L, dictionary=node["labels"]["dictionary"])
+        stats = scan.table().assign(**jobs.coordinates(node, layer=L))
         stats.to_parquet(art.path(f"latent_stats_layer{L}.parquet"), index=False)
         counts[L] = {"n_events": len(events), "n_latents": int(events["feature_id"].nunique()),
                      "n_live": int((stats["n_fired"] > 0).sum()), "n_tokens": int(scan.n_tokens)}

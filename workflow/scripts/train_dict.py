@@ -17,7 +17,7 @@ with store.write_artefact(out, node, device=device) as art:
         p["kind"], batches, d_in=p["d_in"], d_sae=p["d_sae"], k=p.get("k"), n_tokens=p["train_tokens"],
         batch_size=p["batch_size"], lr=p["lr"], seed=p["seed"], out_dir=art.dir, hook_name=p["hook_in"],
         hook_name_out=p["hook_out"], check_batch=(check_x, check_y), device=device,
-        l1_coefficient=p.get("l1_coefficient"))
+        l1_coefficient=p.get("l1_coefficient"), metadata=p["metadata"])
     pd.DataFrame(res.curve).to_csv(art.path("training_curve.csv"), index=False)
     sae = formats.load_saelens(res.saelens_dir)
     gates = quality.evaluate_gates(sae, check_x, check_y, p["gates"])

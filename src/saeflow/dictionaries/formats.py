@@ -111,6 +111,34 @@ def convert_sparsify(coder, hook_name: str, hook_name_out: str | None = None):
     return sae.eval()
 
 
+def sparsify_hookpoint(hook_name: str, transcoder: bool = False) -> str:
+    """sparsify's name of the site a dictionary reads (its `<hookpoint>/` folder; presets.md): a block's output
+    `blocks.L.hook_resid_post` is `layers.L`, the MLP a transcoder maps (`blocks.L.ln2.hook_normalized` in) is
+    `layers.L.mlp`; any other site keeps its TransformerLens name."""
+    import re
+
+    m = re.fullmatch(r"blocks\.(\d+)\.(hook_resid_post|ln2\.hook_normalized)", hook_name)
+    if m and (m.group(2) == "ln2.hook_normalized") == transcoder:
+        return f"layers.{m.group(1)}" + (".mlp" if transcoder else "")
+    return hook_name
+
+
+def write_metadata(folder: str | Path, metadata: dict) -> None:
+    """Add ``metadata`` to the `metadata` of a sae-lens directory's cfg.json (what SAEBench, sae-dashboard and
+    Neuronpedia read to use a dictionary without edits: model_name, hook_name, context_size, prepend_bos,
+    dataset_path, ...), keeping what is there, and check that ``SAE.load_from_disk`` reads every field back."""
+    import json
+
+    path = Path(folder) / "cfg.json"
+    cfg = json.loads(path.read_text())
+    cfg["metadata"] = {**cfg.get("metadata", {}), **metadata}
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    got = load_saelens(folder).cfg.metadata
+    wrong = [k for k, v in metadata.items() if getattr(got, k) != v]
+    if wrong:
+        raise RuntimeError(f"{path}: metadata {wrong} do not load back through SAE.load_from_disk")
+
+
 def canonical_json_files(folder: str | Path) -> None:
     """Rewrite every JSON file of a saved dictionary (sae-lens / sparsify `cfg.json`) with sorted keys:
     sae-lens' key order varies between runs, and a rebuilt artefact with the same inputs must have the

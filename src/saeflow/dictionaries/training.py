@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from saeflow.dictionaries.fidelity import check_encode_fidelity
-from saeflow.dictionaries.formats import canonical_json_files, convert_sparsify, load_saelens
+from saeflow.dictionaries.formats import (canonical_json_files, convert_sparsify, load_saelens, sparsify_hookpoint,
+                                         write_metadata)
 
 KINDS = ("sparsify-topk", "sparsify-skip-transcoder", "saelens-topk", "saelens-relu")
 
@@ -168,8 +169,11 @@ def _train_sparsify(kind, stream, d_in, d_sae, k, n_steps, batch_size, lr, seed,
 
     transcode = kind in TRANSCODER_KINDS
     torch.manual_seed(seed)
-    coder = SparseCoder(d_in, SparseCoderConfig(num_latents=d_sae, k=k, transcode=transcode,
-                                                skip_connection=transcode), device=device, dtype=torch.float32)
+    # num_latents sets the width; expansion_factor (ignored when num_latents is set) says the same where it can,
+    # so a reader of cfg.json is not told x32 of a x4 dictionary
+    coder = SparseCoder(d_in, SparseCoderConfig(num_latents=d_sae, expansion_factor=max(1, d_sae // d_in), k=k,
+                                                transcode=transcode, skip_connection=transcode),
+                        device=device, dtype=torch.float32)
     norm_dec = coder.cfg.normalize_decoder and not transcode
     opt = torch.optim.Adam(coder.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(n_steps, min(LR_WARMUP_STEPS, n_steps // 10)))
@@ -273,7 +277,7 @@ def train_dictionary(kind: str, batches: Callable[[], Iterator], d_in: int, d_sa
                      hook_name: str, hook_name_out: str | None = None, check_batch: tuple | None = None,
                      log_every: int = 10, progress: bool = True, *, auxk_alpha: float = AUXK_ALPHA,
                      dead_tokens: int | None = None, device: str = "cpu",
-                     l1_coefficient: float | None = None) -> TrainResult:
+                     l1_coefficient: float | None = None, metadata: dict | None = None) -> TrainResult:
     """Train one dictionary of ``kind`` on activation batches and save it under ``out_dir``.
 
     batches(): a fresh iterator of float32 (x, y), x [n, d_in]; y None for SAEs, the MLP output for
@@ -288,8 +292,11 @@ def train_dictionary(kind: str, batches: Callable[[], Iterator], d_in: int, d_sa
       sae-lens' own AuxK (coefficient 1 on its unnormalised aux MSE).
     k: the TopK kinds' active latents; None for saelens-relu, whose sparsity comes from ``l1_coefficient``
       (required there, refused elsewhere).
-    Layout: out_dir/"native" (sparsify kinds: ``SparseCoder.save_to_disk``, reload-checked) and
-      out_dir/"saelens" (sae-lens format, ``load_saelens``). Sparsify conversions are checked with
+    Layout: out_dir/"native"/<hookpoint> (sparsify kinds: sparsify's own layout, ``SparseCoder.save_to_disk`` in
+      the folder of sparsify's hookpoint name, ``saeflow.dictionaries.formats.sparsify_hookpoint``, so
+      ``SparseCoder.load_many(out_dir / "native", local=True)`` reads it; reload-checked) and out_dir/"saelens"
+      (sae-lens format, ``load_saelens``), whose cfg.json metadata gets ``metadata`` (model, hooks, context size,
+      dataset: ``formats.write_metadata``). Sparsify conversions are checked with
       ``check_encode_fidelity`` on ``check_batch`` (default: the first batch of batches()); a failed check
       raises RuntimeError. Deterministic on CPU for a given seed and batch order.
     device: where the training loop runs (batches are moved there); the saved dictionary, the conversion and
@@ -340,6 +347,8 @@ def train_dictionary(kind: str, batches: Callable[[], Iterator], d_in: int, d_sa
         sae.save_inference_model(saelens_dir)
         canonical_json_files(saelens_dir)
         load_saelens(saelens_dir)  # fails loudly if the saved directory is unreadable
+        if metadata:
+            write_metadata(saelens_dir, metadata)
         return TrainResult(curve, None, saelens_dir, None, model=sae, train_s=train_s)
 
     import torch
@@ -349,7 +358,7 @@ def train_dictionary(kind: str, batches: Callable[[], Iterator], d_in: int, d_sa
                             dead_tokens, log_every, progress, curve, device).to("cpu")
     _check_finite_weights(kind, coder)
     train_s = time.perf_counter() - t0
-    native_dir = out_dir / "native"
+    native_dir = out_dir / "native" / sparsify_hookpoint(hook_name, transcode)
     coder.save_to_disk(native_dir)
     canonical_json_files(native_dir)
     native = SparseCoder.load_from_disk(native_dir, device="cpu")
@@ -359,6 +368,8 @@ def train_dictionary(kind: str, batches: Callable[[], Iterator], d_in: int, d_sa
     saelens_dir = out_dir / "saelens"
     convert_sparsify(native, hook_name, hook_name_out).save_model(saelens_dir)
     canonical_json_files(saelens_dir)
+    if metadata:
+        write_metadata(saelens_dir, metadata)
     if check_batch is None:
         check_batch = next(iter(batches()))
     check_x = check_batch if isinstance(check_batch, torch.Tensor) else check_batch[0]

@@ -429,7 +429,8 @@ def score_latents(explanations: dict[int, str], items: dict[int, list[Item]], sc
     preds = scorer.score(texts, flat) if flat else np.zeros(0, np.int64)
     return [{"feature_id": a, "explained_by": explanation_of[a], "task": it.task, "example_id": it.example.example_id,
              "label": it.label, "prediction": int(p), "correct": int(p == it.label),
-             "marks": None if it.marks is None else np.flatnonzero(it.marks).astype(np.int32)}
+             # the marked tokens (fuzzing); none for detection, as an empty list: one column type in every table
+             "marks": np.flatnonzero(it.marks if it.marks is not None else []).astype(np.int32)}
             for a, it, p in zip(owners, flat, preds)]
 
 

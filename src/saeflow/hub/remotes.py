@@ -115,7 +115,8 @@ class LocalDirRemote:
 
 
 class HubRemote:
-    """A Hugging Face dataset repo through `huggingface_hub.HfApi` (repo_type="dataset").
+    """A Hugging Face repo through `huggingface_hub.HfApi`: a dataset repo (``repo_type="dataset"``, what `data/` is
+    synced with) or a model repo (``"model"``: the trained dictionaries, saeflow.hub.dictionaries).
 
     token: None uses the huggingface_hub default (HF_TOKEN, or the stored login). endpoint: None uses
     HF_ENDPOINT / the public Hub. use_xet: None leaves the client's choice (Xet uploads when `hf_xet` is
@@ -123,12 +124,13 @@ class HubRemote:
     the commit it saw, and later downloads read that commit, so a pull sees one consistent snapshot.
     """
 
-    repo_type = "dataset"
-
     def __init__(self, repo_id: str, token: str | None = None, revision: str = "main", endpoint: str | None = None,
-                 use_xet: bool | None = None, private: bool | None = None):
+                 use_xet: bool | None = None, private: bool | None = None, repo_type: str = "dataset"):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*", repo_id):
             raise ValueError(f"repo must be USER/NAME, got {repo_id!r}")
+        if repo_type not in ("dataset", "model"):
+            raise ValueError(f"repo_type must be dataset or model, got {repo_type!r}")
+        self.repo_type = repo_type
         self.repo_id, self.revision, self.endpoint = repo_id, revision, endpoint
         self.use_xet, self.private = use_xet, private
         self.__token = token
@@ -139,7 +141,7 @@ class HubRemote:
 
     def describe(self) -> str:
         where = f" at {self.endpoint}" if self.endpoint else ""
-        return f"Hugging Face dataset {self.repo_id}@{self.revision}{where}"
+        return f"Hugging Face {self.repo_type} {self.repo_id}@{self.revision}{where}"
 
     @contextmanager
     def _api(self):

@@ -30,9 +30,12 @@ from saeflow.workflow import steps, store
 TIMESTAMP_FORMAT = "%Y%m%d_%H%M%S"
 RUN_FILES = ("run_config.json", "bench.json")
 
-# The Parquet tables of the published tree, as Hugging Face dataset-viewer configs (glob under the
-# repo root); a config is listed in the card only when at least one published file matches it.
-RUN_GLOB = "data/*/*/[0-9]*_[0-9]*/"
+# The Parquet tables of a published run, as Hugging Face dataset-viewer configs: glob patterns under a run
+# directory; the card lists, for each config, the pattern under each run of its plan that has a matching table
+# (`parquet_configs`), so the rows of a config come from the current runs only, never from an older timestamp
+# of the same run, and every table carries its coordinates as columns (preset, dataset, and layer, dictionary,
+# ctx_len where they apply; saeflow.workflow.jobs.coordinates). Every published table matches one config
+# (tests/test_workflow.py loads each with `datasets.load_dataset`).
 PARQUET_CONFIGS = {
     "entropy_features": ["entropy_comparison_*[0-9].parquet"],
     "entropy_windows": ["entropy_comparison_*_windows.parquet"],
@@ -41,10 +44,20 @@ PARQUET_CONFIGS = {
     "top_contexts": ["top_contexts/top_contexts_layer*.parquet", "top_contexts/*/top_contexts_layer*.parquet"],
     "latent_stats": ["top_contexts/latent_stats_layer*.parquet", "top_contexts/*/latent_stats_layer*.parquet"],
     "ctxlen_sweep": ["ctxlen_sweep/entropy_vs_context_len.parquet"],
+    "ctxlen_token_vector": ["ctxlen_sweep/token_vector_vs_context_len.parquet"],
     "recon_per_sequence": ["recon/*/per_seq.parquet"],
+    "probe": ["probe/probe.parquet"],
+    "probe_correct": ["probe/correct.parquet"],
+    "compare": ["compare/compare.parquet", "compare_control/compare.parquet"],
+    "circuit": ["circuit/circuit.parquet"],
+    "ablation": ["circuit/ablation.parquet"],
+    "steering": ["steer/steering.parquet"],
+    "geometry_pairwise": ["geometry/layer*/pairwise.parquet"],
     "autointerp_explanations": ["autointerp/*/explanations.parquet"],
     "autointerp_scores": ["autointerp/*/latent_scores.parquet"],
     "autointerp_items": ["autointerp/*/scores.parquet"],
+    "autointerp_examples": ["autointerp/*/examples.parquet"],
+    "feature_pages": ["inspect/*/latents.parquet"],
 }
 
 
@@ -207,30 +220,49 @@ def published_runs(data_root: Path | str) -> list[dict]:
     return runs
 
 
-def parquet_configs(dests: list[str]) -> list[dict]:
-    """Dataset-viewer `configs:` entries whose glob matches at least one published file."""
+def config_of(dest: str) -> str | None:
+    """The viewer config whose pattern matches a published file (None: not a table of any config). fnmatch's *
+    also matches "/", so a pattern matches only files of its own depth."""
+    from fnmatch import fnmatch
+
+    for name, patterns in PARQUET_CONFIGS.items():
+        if any(fnmatch(dest, q) and dest.count("/") == q.count("/") for q in patterns):
+            return name
+    return None
+
+
+def parquet_configs(runs: list[dict]) -> list[dict]:
+    """Dataset-viewer `configs:` entries: for each config, its patterns under every run (``runs``: preset, dataset,
+    timestamp and `dests`, the run's published files) that has a matching table; configs without any are left out."""
     from fnmatch import fnmatch
 
     out = []
     for name, patterns in PARQUET_CONFIGS.items():
-        # fnmatch's * also matches "/": a pattern matches only destinations of its own depth
-        used = [RUN_GLOB + q for q in patterns
-                if any(fnmatch(d, q) and d.count("/") == q.count("/") for d in dests)]
-        if used:
-            out.append({"config_name": name, "data_files": [{"split": "train", "path": used if len(used) > 1 else used[0]}]})
+        paths = [f"data/{r['preset']}/{r['dataset']}/{r['timestamp']}/{q}" for r in runs for q in patterns
+                 if any(fnmatch(d, q) and d.count("/") == q.count("/") for d in r["dests"])]
+        if paths:
+            out.append({"config_name": name, "data_files": [{"split": "train", "path": paths if len(paths) > 1 else paths[0]}]})
     return out
 
 
-def dataset_card(dataset_md: str, runs: list[dict], dests: list[str], meta: dict) -> str:
+def dataset_card(dataset_md: str, runs: list[dict], meta: dict, ledger_md: str | None = None) -> str:
     """README.md of the Hugging Face dataset: YAML front matter (license, pretty_name, tags, the
-    Parquet `configs:` so the viewer shows the tables), then DATASET.md, then the published runs."""
+    Parquet `configs:` so the viewer shows the tables of these runs, and the ledger's), then DATASET.md, then the
+    published runs (``runs``: preset, dataset, timestamp, publish_key and dests, the run's published files), then the
+    results ledger (``ledger_md``: its LEDGER.md, exported to data/ beside ledger.parquet)."""
     import yaml
 
+    configs = parquet_configs(runs)
+    if ledger_md is not None:
+        configs.insert(0, {"config_name": "ledger", "data_files": [{"split": "train", "path": "data/ledger.parquet"}]})
     front = {"license": meta["license"], "pretty_name": meta["pretty_name"], "tags": list(meta["tags"]),
-             "configs": parquet_configs(dests)}
+             "configs": configs}
     lines = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "",
              "<!-- Generated by saeflow from DATASET.md (rule dataset_card); edit DATASET.md, not this file. -->",
              "", dataset_md.rstrip(), "", "## Published runs", "",
              "| preset | dataset | timestamp | publish key |", "|---|---|---|---|"]
     lines += [f"| {r['preset']} | {r['dataset']} | {r['timestamp']} | `{r['publish_key']}` |" for r in runs]
+    if ledger_md is not None:
+        # the ledger's own title becomes a section of the card
+        lines += ["", ledger_md.rstrip().replace("# Results ledger", "## Results ledger", 1)]
     return "\n".join(lines) + "\n"

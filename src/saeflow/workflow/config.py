@@ -615,3 +615,10 @@ def check_semantics(config: dict, workdir: Path | str | None = None) -> None:
                      f"autointerp.{role}.revision",
                      f"{spec['revision']!r} is not a pinned commit; required: 40 hex digits (the hub model's commit "
                      "sha), or a local_dir")
+    for i, ref in enumerate((config.get("ledger") or {}).get("references", [])):
+        key = f"ledger.references.{i}"
+        _require(ref["range"][0] <= ref["range"][1], f"{key}.range",
+                 f"{ref['range']} is not [lo, hi] with lo <= hi; required: an ordered range")
+        for c, known in (("preset", config["presets"]), ("dataset", datasets), ("dictionary", dicts)):
+            _require(ref.get(c) is None or ref[c] in known, f"{key}.{c}",
+                     f"unknown {c} {ref.get(c)!r}; allowed values: {', '.join(known)}")

@@ -75,6 +75,16 @@ def _artefact_dir(path) -> Path:
     return p.parent if p.name == "manifest.json" else p
 
 
+COORDINATES = ("preset", "dataset", "layer", "dictionary")
+
+
+def coordinates(node: dict, **more) -> dict:
+    """The coordinates a published table carries as columns (README "Publishing and syncing"): the node's labels
+    among preset, dataset, layer and dictionary, and ``more`` (a table's own: its layer, ctx_len, ...), so that the
+    rows of one dataset-viewer config from every run, layer and dictionary tell each other apart."""
+    return {**{k: node["labels"][k] for k in COORDINATES if k in node["labels"]}, **more}
+
+
 def device_of(node: dict) -> str:
     """The torch device a node runs on: its `device` param, falling back to CPU when CUDA is absent."""
     want = node["params"].get("device", "cpu")

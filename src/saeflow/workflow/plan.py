@@ -23,6 +23,7 @@ from pathlib import Path
 
 from saeflow.workflow import keys
 from saeflow.workflow.config import RANDOMIZED_INIT, TRANSCODER_KINDS, influence_dictionary, trained_width
+from saeflow.workflow.steps import LEDGER as LEDGER_STEPS
 from saeflow.workflow.steps import step as registry_step
 
 
@@ -259,7 +260,8 @@ def build_plan(config: dict, workdir: Path | str) -> Plan:
                                      runtime={"local_dir": spec.get("local_dir")})
                     else:
                         d = plan.add("train_dict", {**spec, "d_in": model["d_model"], "d_sae": trained_width(spec, model["d_model"]),
-                                              "hook_in": hook_in, "hook_out": hook_out, "device": device},
+                                              "hook_in": hook_in, "hook_out": hook_out, "device": device,
+                                              "metadata": _saelens_metadata(config, pname, ds, hook_in, hook_out)},
                                      {"cache": cache}, labels, device=device)
                     dicts_of_ds[(layer, dname)] = d
                     r = plan.add("recon", {**config["recon"], "hook_in": hook_in, "hook_out": hook_out,
@@ -291,10 +293,56 @@ def build_plan(config: dict, workdir: Path | str) -> Plan:
     if entropies:
         grid = plan.add("entropy_grid", {"kind": config["influence"]["grid_kind"]}, entropies, {})
         plan.export("entropy_vs_depth_grid.png", grid)
+    ledger = _add_ledger(plan, config)
     if runs:
-        card = plan.add("dataset_card", dict(config["publish"]), runs, {}, inputs={"DATASET.md": _file_identity(plan.workdir / "DATASET.md")})
+        card = plan.add("dataset_card", dict(config["publish"]), {**runs, **({"ledger": ledger} if ledger else {})}, {},
+                        inputs={"DATASET.md": _file_identity(plan.workdir / "DATASET.md")})
         plan.exports[f"{plan.data_root}/README.md"] = (card.path, "README.md")
     return plan
+
+
+def _add_ledger(plan: Plan, config: dict) -> Node | None:
+    """The results ledger of every eval node of the plan whose step has a ledger headline (saeflow.workflow.steps),
+    with the dictionaries they evaluate (roles e<i>, d<i>), exported to <data_root>/LEDGER.md, ledger.parquet and
+    ledger.csv. What its rows say of models and datasets comes from the config, as params."""
+    evals = [n for n in plan.nodes.values() if n.step in LEDGER_STEPS]
+    if not evals:
+        return None
+    dicts = {k: plan.nodes[k] for n in evals for r, k in n.upstream.items() if r == "dict" or r.startswith("dict_L")}
+    used = {(n.labels["preset"], n.labels["dataset"]) for n in evals}
+    params = {"references": (config.get("ledger") or {}).get("references", []), "seed": config.get("seed", 0),
+              "presets": {p: {"model": _keyed(config["presets"][p]["model"]),
+                              **({"control": config["presets"][p]["control"]} if config["presets"][p].get("control") else {})}
+                          for p in sorted({p for p, _ in used})},
+              "datasets": {d: _keyed(config["datasets"][d]) for d in sorted({d for _, d in used})}}
+    node = plan.add("ledger", params, {**{f"e{i}": n for i, n in enumerate(evals)},
+                                       **{f"d{i}": n for i, n in enumerate(dicts.values())}}, {})
+    for name in ("LEDGER.md", "ledger.parquet", "ledger.csv"):
+        plan.exports[f"{plan.data_root}/{name}"] = (node.path, name)
+    plan.export("ledger.html", node, data_copy=False)   # for `snakemake --report`
+    return node
+
+
+# TransformerLens processing of a hub preset, as sae-lens' model_from_pretrained_kwargs (saeflow.models.hf)
+_PROCESSING_KWARGS = {"none": {}, "default": {"fold_ln": True, "center_writing_weights": True, "center_unembed": True,
+                                              "fold_value_biases": True}}
+
+
+def _saelens_metadata(config: dict, pname: str, ds: str, hook_in: str, hook_out: str | None) -> dict:
+    """What a trained dictionary's sae-lens cfg.json says of its use (`metadata`), so that SAEBench, sae-dashboard and
+    Neuronpedia load it without edits: the model (TransformerLens name, pinned revision, processing), the hooks, the
+    context size and BOS convention of the windows it was trained on, and the dataset (repo and revision)."""
+    preset, spec = config["presets"][pname], config["datasets"][ds]
+    model = preset["model"]
+    hub = model["source"] == "hf"
+    md = {"model_name": (model.get("tl_name") or model["hf_id"]) if hub else f"saeflow-embedded/{pname}",
+          "model_revision": model["revision"] if hub else None, "hf_model_name": model["hf_id"] if hub else None,
+          "model_class_name": "HookedTransformer",
+          "model_from_pretrained_kwargs": _PROCESSING_KWARGS[model.get("processing", "none")] if hub else {},
+          "hook_name": hook_in, "context_size": config["windows"]["ctx_len"], "prepend_bos": True,
+          "dataset_path": spec["repo"] if spec["source"] == "hf" else f"saeflow:{ds}",
+          "dataset_revision": spec.get("revision"), "exclude_bos": True}
+    return {**md, **({"hook_name_out": hook_out} if hook_out else {})}
 
 
 def _file_identity(path: Path) -> str:
@@ -547,14 +595,16 @@ def _add_evals(plan: Plan, config: dict, pname: str, ds: str, preset: dict, lm: 
         done[(pname, ds)] = {**done.get((pname, ds), {}), **recons, **evals, **scored}
         evals.update(_add_control_comparison(plan, config, pname, ds, preset, done))
     if config.get("influence"):
-        by_layer = {f"dict_L{L}": dicts[(L, influence_dictionary(config, pname))] for L in layers}
+        infl = influence_dictionary(config, pname)
+        by_layer = {f"dict_L{L}": dicts[(L, infl)] for L in layers}
         if config.get("autocorr"):
             evals["autocorr"] = plan.add("autocorr", {**config["autocorr"], "layers": layers, "device": device,
                                                       "threshold": preset["threshold"]},
-                                         {"lm": lm, "windows": win, "h_pos": hpos, **by_layer}, labels, device=device)
+                                         {"lm": lm, "windows": win, "h_pos": hpos, **by_layer},
+                                         {**labels, "dictionary": infl}, device=device)
         if config.get("geometry"):
             evals["geometry"] = plan.add("geometry", {**config["geometry"], "layers": layers, "seed": config.get("seed", 0)},
-                                         {"h_pos": hpos, **by_layer}, labels)
+                                         {"h_pos": hpos, **by_layer}, {**labels, "dictionary": infl})
     if evals or scored:
         plots = plan.add("eval_plots", {}, {**evals, **scored}, labels)
         for name in dict.fromkeys(role.split("__")[0] for role in (*evals, *scored)):

@@ -33,6 +33,7 @@ class Step:
     script: bool = True             # workflow/scripts/<name>.py
     publish: str | None = None      # its folder in a published run (None: not published); see publish_top
     publish_top: tuple[str, ...] = ()  # file name prefixes that go to the top of the run directory instead
+    ledger: bool = False            # its headline is a row of the results ledger (saeflow.report.ledger)
 
     @property
     def script_path(self) -> str | None:
@@ -64,7 +65,7 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          mem_mb=16000, runtime=60, gpu=True),
     # evals
     Step("recon", "evals", "FVU/EV, L0, dead/dense fractions, spliced CE and KL with bootstrap CIs",
-         mem_mb=4000, runtime=60, gpu=True, publish="recon"),
+         mem_mb=4000, runtime=60, gpu=True, publish="recon", ledger=True),
     Step("entropy_vs_depth", "evals", "feature-influence entropy of every active latent per window and layer",
          mem_mb=8000, runtime=120, gpu=True, publish="entropy_vs_depth", publish_top=("entropy_comparison_",)),
     Step("ctxlen_sweep", "evals", "per-latent entropy of one fixed text vs context length",
@@ -74,19 +75,19 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     Step("h_pos", "evals", "H_pos on the window ending at each top event, per context length",
          mem_mb=8000, runtime=120, gpu=True, publish="h_pos"),
     Step("probe", "evals", "sparse probing of dictionary latents vs the raw-activation baseline",
-         mem_mb=8000, runtime=60, gpu=True, publish="probe"),
+         mem_mb=8000, runtime=60, gpu=True, publish="probe", ledger=True),
     Step("autocorr", "evals", "per-latent activation autocorrelation, top examples, peak strips",
          mem_mb=8000, runtime=60, gpu=True, publish="autocorr"),
     Step("steer", "evals", "a latent's direction added over an alpha sweep vs diff-of-means and random controls",
-         mem_mb=8000, runtime=120, gpu=True, publish="steer"),
+         mem_mb=8000, runtime=120, gpu=True, publish="steer", ledger=True),
     Step("circuit", "evals", "sparse feature-circuit faithfulness vs random latent sets, and its ablation vs seeded nulls",
-         mem_mb=8000, runtime=60, gpu=True, publish="circuit"),
+         mem_mb=8000, runtime=60, gpu=True, publish="circuit", ledger=True),
     Step("compare", "evals", "head-to-head verdicts of two dictionaries: paired bootstrap of every shared headline",
          mem_mb=2000, runtime=10, publish="compare"),
     Step("feature_diff", "evals", "latents of one preset's dictionary that another's lacks (activation correlation)",
          mem_mb=4000, runtime=30, gpu=True),
     Step("autointerp", "evals", "explanations of sampled latents scored by detection and fuzzing, with a shuffled-explanation control",
-         mem_mb=8000, runtime=60, gpu=True, publish="autointerp"),
+         mem_mb=8000, runtime=60, gpu=True, publish="autointerp", ledger=True),
     Step("geometry", "evals", "decoder cosine vs |dH_pos| with a permutation null", mem_mb=4000, runtime=30,
          publish="geometry"),
     # report
@@ -103,9 +104,13 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          local=True, publish="inspect_index"),
     Step("publish", "report", "the layout, run_config.json and bench.json of one published run", mem_mb=1000,
          local=True),
+    Step("ledger", "report", "the results ledger: every eval headline with its CI, provenance and verdict", mem_mb=1000,
+         local=True),
     Step("dataset_card", "report", "the Hugging Face dataset card (data/README.md)", mem_mb=1000, local=True),
-    Step("export", "report", "a copy of one artefact file at a fixed human path (figures/, data/figures/)",
+    Step("export", "report", "a copy of one artefact's figure in figures/, shown by `snakemake --report`",
          mem_mb=200, runtime=5, local=True, keyed=False),
+    Step("publish_file", "report", "a copy of one artefact file at a fixed path of the published tree (data/figures/, "
+         "data/README.md, data/LEDGER.md, data/ledger.*)", mem_mb=200, runtime=5, local=True, keyed=False),
     Step("publish_run", "report", "data/<preset>/<dataset>/<timestamp>/ materialised from a publish artefact",
          mem_mb=500, local=True, keyed=False),
     # hub
@@ -114,6 +119,7 @@ STEPS: dict[str, Step] = {s.name: s for s in (
 )}
 
 KEYED = tuple(n for n, s in STEPS.items() if s.keyed)
+LEDGER = tuple(n for n, s in STEPS.items() if s.ledger)
 LOCAL = tuple(n for n, s in STEPS.items() if s.local)
 
 

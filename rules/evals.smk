@@ -308,3 +308,27 @@ rule autointerp:
         gpu_mem_mb=res("gpu_mem_mb"),
     script:
         "../workflow/scripts/autointerp.py"
+
+
+# SAEBench's sparse probing of one task: balanced one-vs-rest probes of every class, SAE vs raw
+rule saebench:
+    input:
+        unpack(upstream_of),
+    output:
+        f"{STORE}/saebench/{{key}}/{MANIFEST}",
+    params:
+        node=node_of,
+    log:
+        f"{LOGS}/saebench/{{key}}.log",
+    benchmark:
+        f"{BENCH}/saebench/{{key}}.tsv"
+    conda:
+        "../envs/saeflow.yaml"
+    threads: threads_of
+    resources:
+        mem_mb=res("mem_mb"),
+        runtime=res("runtime"),
+        gpu=res("gpu"),
+        gpu_mem_mb=res("gpu_mem_mb"),
+    script:
+        "../workflow/scripts/saebench.py"

@@ -31,6 +31,7 @@ class Thresholds:
     probes_above_chance: bool = True    # the 95% Wilson interval of both probes' accuracy lies above 0.5
     circuits_beat_random: bool = True   # on planted topics: circuit gap CI > 0, ablation above every null
     autointerp_beats_control: bool = True  # code corpus: the token baseline beats its shuffled control
+    saebench_informative: bool = True   # code corpus: SAEBench's one-vs-rest raw top-1 baseline below 0.9
 
 
 def is_control(plan, n) -> bool:
@@ -318,6 +319,28 @@ def the_ledger_reads_every_eval_and_its_verdicts_follow_the_rule(plan, root: Pat
     assert (root / plan.data_root / "LEDGER.md").read_text() == (root / n.path / "LEDGER.md").read_text()
 
 
+def saebench_tasks_are_saebench_shaped_and_informative(plan, root: Path, t: Thresholds) -> None:
+    """Every saebench task reports SAEBench's metrics as accuracies with the top-1 CIs around them, over at least two
+    classes of balanced items; on a trained model's code corpus (t.saebench_informative) the raw top-1 baseline stays
+    below 0.9, so that an SAE can be seen to beat it or not (the binary probe is at 0.97-1.0 for both)."""
+    found = 0
+    for n in nodes(plan, "saebench"):
+        s = store.read_json(root / n.path / "summary.json")
+        table = pd.read_parquet(root / n.path / "saebench.parquet")
+        assert len(s["classes"]) >= 2 and set(table["class"]) == set(s["classes"]), n.labels
+        assert (table["n_train"] == s["train_size"]).all() and (table["n_test"] == s["test_size"]).all()
+        assert table["accuracy"].between(0, 1).all()
+        for r in s["results"]:
+            for name in ("sae_top_1", "llm_top_1"):
+                lo, hi = r[f"{name}_ci"]
+                assert lo <= r[f"{name}_test_accuracy"] + 1e-12 and r[f"{name}_test_accuracy"] <= hi + 1e-12, (n.labels, r)
+            if t.saebench_informative and not is_control(plan, n) and \
+                    plan.config["datasets"][n.labels["dataset"]]["source"] == "stdlib":
+                found += 1
+                assert r["llm_top_1_test_accuracy"] < 0.9, (n.labels, r)
+    assert found > 0 or not t.saebench_informative, "no saebench task on a code corpus"
+
+
 def pytest_approx(v: float, rel: float):
     import pytest
 
@@ -336,4 +359,5 @@ CHECKS = (language_models_beat_the_unigram_model, dictionaries_reconstruct_and_c
           comparisons_agree_with_the_nodes_they_compare, randomized_controls_destroy_what_the_model_learned,
           feature_diffs_stand_above_their_null, feature_pages_show_what_the_tables_hold,
           autointerp_scores_are_accuracies_with_their_controls,
-          the_ledger_reads_every_eval_and_its_verdicts_follow_the_rule)
+          the_ledger_reads_every_eval_and_its_verdicts_follow_the_rule,
+          saebench_tasks_are_saebench_shaped_and_informative)

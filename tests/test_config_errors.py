@@ -183,6 +183,20 @@ BAD = [
     ("autointerp-hf-missing-local_dir", TINY, _set("autointerp.scorer", {"kind": "hf", "hf_id": "a/b", "revision": "0" * 40,
                                                                         "local_dir": MISSING_DIR}), "autointerp.scorer.local_dir"),
     ("autointerp-n_latents-one", TINY, _set("autointerp.n_latents", 1), "autointerp.n_latents"),
+    # SAEBench's protocol
+    ("saebench-transcoder", TINY, _set("saebench.dictionaries", ["transcoder"]), "saebench.dictionaries"),
+    ("saebench-odd-train_size", TINY, _set("saebench.train_size", 41), "saebench.train_size"),
+    ("saebench-unknown-dataset", TINY, _set("saebench.tasks", [{"name": "x", "dataset": "nosuch"}]),
+     "saebench.tasks.0.dataset"),
+    ("saebench-hf-no-class-list", TINY, _set("saebench.tasks", [{"name": "someone/data", "repo": "someone/data",
+                                                                "revision": "0" * 40, "label_column": "label"}]),
+     "saebench.tasks.0.classes"),
+    ("saebench-hf-branch", TINY, _set("saebench.tasks", [{"name": "fancyzhx/ag_news", "repo": "fancyzhx/ag_news",
+                                                         "revision": "main", "label_column": "label"}]),
+     "saebench.tasks.0.revision"),
+    ("saebench-context-over-window", TINY, _all(_set("saebench.context_length", 128), _set(
+        "saebench.tasks", [{"name": "fancyzhx/ag_news", "repo": "fancyzhx/ag_news", "revision": "0" * 40,
+                            "label_column": "label"}])), "saebench.context_length"),
     # structure
     ("no-presets", TINY, _set("presets", {}), "presets"),
     ("unknown-resource-step", TINY, _set("resources", {"trainer": {"mem_mb": 100}}), "resources.trainer"),

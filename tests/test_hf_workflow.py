@@ -20,6 +20,22 @@ pytestmark = pytest.mark.workflow
 LAYER = 1
 
 
+def bios_like(root):
+    """Parquet train and test splits with bias_in_bios' columns: every profession of class set 1 (and one more)
+    has its own words, each gender half of it."""
+    import numpy as np
+    import pandas as pd
+
+    g = np.random.default_rng(0)
+    words = {c: [f"w{c}x{i}" for i in range(4)] for c in (0, 1, 2, 6, 9, 13)}
+    for split, n in (("train", 30), ("test", 14)):
+        rows = [{"hard_text": " ".join(g.choice(words[c], 6)) + " and more words", "profession": c, "gender": s}
+                for c in words for s in (0, 1) for _ in range(n)]
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows).to_parquet(root / "data" / f"{split}-00000-of-00001.parquet", index=False)
+    return root
+
+
 @pytest.fixture(scope="module")
 def wd(tmp_path_factory):
     wd = copy_workflow(tmp_path_factory.mktemp("hfwf"))
@@ -50,6 +66,11 @@ def wd(tmp_path_factory):
     for section in ("probe", "circuit", "compare", "autocorr", "geometry"):  # covered by the embedded workflow test; keeps CI short
         cfg.pop(section)
     cfg["autointerp"] = {**cfg["autointerp"], "dictionaries": ["sl"], "explainer": llm, "scorer": llm}
+    # SAEBench's protocol on a local copy shaped like LabHC/bias_in_bios (its class set 1, balanced by gender)
+    cfg["saebench"] = {"dictionaries": ["sl"], "train_size": 40, "test_size": 20, "context_length": 16, "n_resamples": 100,
+                       "tasks": [{"name": "LabHC/bias_in_bios_class_set1", "repo": "LabHC/bias_in_bios",
+                                  "revision": "local-copy", "local_dir": str(bios_like(assets / "bios")),
+                                  "text_column": "hard_text", "label_column": "profession", "balance_column": "gender"}]}
     cfg["inspect"] = {**cfg["inspect"], "dictionaries": ["sl", "sp"]}
     (wd / CONFIG).write_text(yaml.safe_dump(cfg))
     t0 = time.time()
@@ -101,3 +122,22 @@ def test_autointerp_with_a_local_chat_model_and_the_pages(wd):
     assert {r["method"] for r in ai["autointerp"]["summary"]} == set(methods)
     pages = sorted(d.name for d in (next((wd / "data/g/synthetic").glob("2*")) / "inspect").iterdir())
     assert pages == [f"sl_layer{LAYER}", f"sp_layer{LAYER}"]
+
+
+def test_saebench_protocol_on_a_bias_in_bios_shaped_local_copy(wd):
+    """The Hugging Face path of the saebench node: SAEBench's class list of the task's name, items balanced by gender,
+    text beginnings, one-vs-rest probes of every class and SAEBench's metric names."""
+    import pandas as pd
+
+    (art,) = list((wd / "data/store/saebench").iterdir())
+    s = store.read_json(art / "summary.json")
+    assert s["task"] == "LabHC/bias_in_bios_class_set1" and s["classes"] == [0, 1, 2, 6, 9]
+    assert (s["train_size"], s["test_size"]) == (40, 20)
+    (r,) = s["results"]
+    assert {"sae_top_1_test_accuracy", "llm_top_1_test_accuracy", "sae_test_accuracy", "llm_test_accuracy"} <= set(r)
+    t = pd.read_parquet(art / "saebench.parquet")
+    assert set(t["class"]) == {0, 1, 2, 6, 9} and (t["n_train"] == 40).all() and (t["n_test"] == 20).all()
+    items = store.read_json(art / "items.json")
+    assert all(len(v) == 20 for v in items["train"].values()) and items["unit"] == "text beginnings, 16 tokens"
+    m = store.read_manifest(art)
+    assert "local_dir" not in m["params"]["task"] and m["inputs"] == {"hf": "LabHC/bias_in_bios@local-copy"}

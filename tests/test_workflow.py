@@ -90,12 +90,12 @@ def files_of(wd: Path, step: str) -> list[Path]:
 
 
 PUBLISH = {"publish": 1, "publish_run": 1, "dataset_card": 1}
-# recon_summary.png and eval_plots' six figures go to figures/ (export) and data/figures/ (publish_file), the
+# recon_summary.png and eval_plots' seven figures go to figures/ (export) and data/figures/ (publish_file), the
 # dataset card to data/README.md; compare pairs the recon tables, so its node and figure follow a recon edit. The
 # results ledger reads every recon node: it reruns, with its page in figures/ and data/LEDGER.md, ledger.parquet and
 # ledger.csv.
-RECON_DOWN = {"recon": 3, "recon_summary": 1, "compare": 1, "eval_plots": 1, "ledger": 1, **PUBLISH, "export": 8,
-              "publish_file": 11, "all": 1}
+RECON_DOWN = {"recon": 3, "recon_summary": 1, "compare": 1, "eval_plots": 1, "ledger": 1, **PUBLISH, "export": 9,
+              "publish_file": 12, "all": 1}
 
 
 # The README's everyday commands, run as written in this module's copy, where the tiny config is also the
@@ -135,10 +135,10 @@ def test_full_dag_runs_figure_exists_manifests_verify(wd):
                                              "recon_summary", "entropy_vs_depth", "ctxlen_sweep", "top_contexts", "h_pos",
                                              "locality_plots", "entropy_grid", "probe", "circuit", "compare", "autocorr", "geometry",
                                              "eval_plots", "publish", "dataset_card", "autointerp", "inspect", "inspect_index",
-                                             "ledger"}
+                                             "ledger", "saebench"}
     for fig in ("recon_summary.png", "entropy_vs_depth_grid.png", "entropy_vs_depth__t__synthetic.png",
                 "probe__t__synthetic.png", "autocorr__t__synthetic.png", "geometry__t__synthetic.png",
-                "autointerp__t__synthetic.png"):
+                "autointerp__t__synthetic.png", "saebench__t__synthetic.png"):
         assert (wd / "figures" / fig).stat().st_size > 10_000
     assert store.verify_store(wd / "data/store") == {}
     for a in arts:
@@ -179,7 +179,7 @@ def test_readme_everyday_commands_as_written(wd):
 # The tiny DAG is held to what holds by construction; the demo's outputs to the full thresholds
 # (tests/test_demo.py, run by .ci/run after `make demo`).
 TINY = science.Thresholds(lm_margin_bits=None, max_recon_fvu=1.0, min_ce_recovered=0.5, probes_above_chance=False,
-                          circuits_beat_random=False, autointerp_beats_control=False)
+                          circuits_beat_random=False, autointerp_beats_control=False, saebench_informative=False)
 
 
 @pytest.mark.parametrize("check", [science.dictionaries_reconstruct_and_conversions_are_faithful,
@@ -188,7 +188,8 @@ TINY = science.Thresholds(lm_margin_bits=None, max_recon_fvu=1.0, min_ce_recover
                                    science.comparisons_agree_with_the_nodes_they_compare,
                                    science.feature_pages_show_what_the_tables_hold,
                                    science.autointerp_scores_are_accuracies_with_their_controls,
-                                   science.the_ledger_reads_every_eval_and_its_verdicts_follow_the_rule],
+                                   science.the_ledger_reads_every_eval_and_its_verdicts_follow_the_rule,
+                                   science.saebench_tasks_are_saebench_shaped_and_informative],
                          ids=lambda c: c.__name__)
 def test_the_numbers_a_researcher_reads(wd, check):
     conf = cfg.validate(yaml.safe_load((wd / CONFIG).read_text()))
@@ -252,7 +253,7 @@ def test_every_published_table_loads_as_a_viewer_config_with_its_coordinates(wd,
     per_layer = {"entropy_features", "entropy_windows", "h_pos", "top_contexts", "latent_stats", "recon_per_sequence",
                  "probe", "probe_correct", "geometry_pairwise", "autointerp_explanations", "autointerp_scores",
                  "autointerp_items", "autointerp_examples", "feature_pages", "ctxlen_sweep", "ctxlen_token_vector",
-                 "ablation", "compare"}
+                 "ablation", "compare", "saebench"}
     for name in names:
         ds = datasets.load_dataset(str(repo), name=name, split="train", cache_dir=str(tmp_path / "cache"))
         cols = set(ds.column_names)
@@ -349,7 +350,7 @@ def test_edit_recon_script_reruns_only_recon_and_descendants(wd):
     # Reverting the edit: the old artefacts are still in the store, no computation reruns; only the
     # exports copy the old figures back to their fixed paths (recon_summary's, and eval_plots' with compare's).
     script.write_text(original)
-    assert planned(wd) == {"export": 8, "publish_file": 11, "all": 1}
+    assert planned(wd) == {"export": 9, "publish_file": 12, "all": 1}
     run(wd)
     assert planned(wd) == {}
 
@@ -367,11 +368,11 @@ def test_edit_module_only_recon_imports(wd):
 
 
 def test_edit_probe_script_reruns_only_probe_and_its_figures(wd):
-    # eval_plots draws the probe, circuit, compare, autocorrelation, geometry and auto-interp figures: its six
+    # eval_plots draws the probe, circuit, compare, autocorrelation, geometry, auto-interp and SAEBench figures: its seven
     # exports (to figures/ and data/figures/) are re-copied, and the run is re-published; compare pairs the probe's
     # windows.
     assert plans_after_edit(wd, "workflow/scripts/probe.py", "\nprint('probe script edited')\n") == {
-        "probe": 1, "compare": 1, "eval_plots": 1, "ledger": 1, **PUBLISH, "export": 7, "publish_file": 10, "all": 1}
+        "probe": 1, "compare": 1, "eval_plots": 1, "ledger": 1, **PUBLISH, "export": 8, "publish_file": 11, "all": 1}
 
 
 def test_plotting_fix_reruns_no_computation(wd):
@@ -379,7 +380,7 @@ def test_plotting_fix_reruns_no_computation(wd):
         "locality_plots": 1, "entropy_grid": 1, **PUBLISH, "export": 2, "publish_file": 3, "all": 1}
     # The probe figure lives in saeflow.report (not beside the metric): fixing it reruns the plots, not the probe.
     assert plans_after_edit(wd, "src/saeflow/report/eval_figures.py", "\n_PLOT_FIX = 1\n") == {
-        "eval_plots": 1, **PUBLISH, "export": 6, "publish_file": 7, "all": 1}
+        "eval_plots": 1, **PUBLISH, "export": 7, "publish_file": 8, "all": 1}
 
 
 def test_comment_only_edit_of_module_every_step_imports(wd):
@@ -405,8 +406,8 @@ def test_changing_k_reruns_training_and_descendants_only(wd):
     assert planned(wd) == {"train_dict": 1, "recon": 1, "recon_summary": 1, "entropy_vs_depth": 1, "ctxlen_sweep": 1,
                            "top_contexts": 1, "h_pos": 1, "locality_plots": 1, "entropy_grid": 1,
                            "probe": 1, "circuit": 1, "compare": 1, "autocorr": 1, "geometry": 1, "eval_plots": 1,
-                           "autointerp": 1, "inspect": 1, "inspect_index": 1, "ledger": 1, **PUBLISH, "export": 10,
-                           "publish_file": 13,
+                           "autointerp": 1, "inspect": 1, "inspect_index": 1, "ledger": 1, "saebench": 1, **PUBLISH,
+                           "export": 11, "publish_file": 14,
                            "all": 1}
     report = saeflow_status(wd)
     assert "params changed: k" in report and "upstream will run: dict" in report
@@ -419,7 +420,7 @@ def test_store_copied_to_fresh_clone_does_nothing(wd, tmp_path):
     # Plain copies: every mtime is new, and no .snakemake metadata comes along.
     shutil.copytree(wd / "data", fresh / "data", copy_function=shutil.copy)
     # No computation; only the figures are copied to their fixed paths.
-    assert planned(fresh) == {"export": 10, "all": 1}
+    assert planned(fresh) == {"export": 11, "all": 1}
     shutil.copytree(wd / "figures", fresh / "figures", copy_function=shutil.copy)
     assert planned(fresh) == {}
 

@@ -63,3 +63,17 @@ with store.write_artefact(out, node) as art:
         eval_figures.autointerp_figure(pd.DataFrame(rows), art.path(f"autointerp__{lab['preset']}__{lab['dataset']}.png"),
                                        f"Auto-interp, accuracy over latents with {int(100 * s['confidence'])}% "
                                        f"bootstrap CIs: {where}")
+    tasks = sorted(r for r in inputs if r.startswith("saebench__"))
+    if tasks:
+        means = []
+        for role in tasks:
+            t = pd.read_parquet(inputs[role] / "saebench.parquet")
+            g = t.groupby(["task", "layer", "dictionary", "k", "representation"], sort=True)
+            m = g["accuracy"].mean().unstack("representation").reset_index()
+            # Wilson intervals over every class's test items (the mean of the classes' accuracies)
+            n = g["n_test"].sum().unstack("representation")["sae"].to_numpy()
+            means.append(m.assign(n_test=n, acc_sae=m["sae"], acc_raw=m["raw"]))
+        df = pd.concat(means, ignore_index=True)
+        df = df.assign(task=df["task"] + ", L" + df["layer"].astype(str) + " " + df["dictionary"])
+        eval_figures.probe_figure(df, art.path(f"saebench__{lab['preset']}__{lab['dataset']}.png"),
+                                  f"SAEBench sparse probing, mean over classes: {where}")

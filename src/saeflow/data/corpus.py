@@ -40,12 +40,14 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Document:
-    """One document. `label` is a planted label where one exists, else -1."""
+    """One document. `label` is a planted label where one exists, else -1; `group` a second integer label where a
+    dataset has one to balance by (bias_in_bios: gender), else -1."""
 
     doc_id: int
     source: str
     text: str
     label: int = -1
+    group: int = -1
 
 
 _TEST_DIRS = {"test", "tests", "idle_test"}
@@ -279,6 +281,7 @@ def load_hf_documents(
     max_docs: int | None = None,
     config: str | None = None,
     data_files: str | None = None,
+    group_column: str | None = None,
 ) -> list[Document]:
     """Documents of one split of a Hugging Face dataset stored as Parquet files.
 
@@ -293,7 +296,8 @@ def load_hf_documents(
     Missing columns, splits or configs raise ValueError naming what is available.
     `text_column` may be a list: the columns are joined with a newline (e.g. gsm8k question and answer).
     `data_files` (a glob relative to the repo root, e.g. "data/python/*.json") selects the files instead of
-    the split name; Parquet and JSON-lines (.json / .jsonl) files are read.
+    the split name; Parquet and JSON-lines (.json / .jsonl) files are read. `group_column`: a second integer column,
+    kept as each document's `group` (what SAEBench balances classes by).
     """
     import pyarrow.parquet as pq
 
@@ -310,6 +314,8 @@ def load_hf_documents(
     root = pathlib.Path(local_dir)
     text_columns = [text_column] if isinstance(text_column, str) else list(text_column)
     if data_files:
+        if group_column:
+            raise ValueError("group_column is read from Parquet splits only, not with data_files")
         return _load_data_files(root, data_files, text_columns, label_column, max_docs)
     # snapshot_download(local_dir=...) keeps its metadata under .cache/; the hub cache itself lives under
     # ~/.cache, so only the part of the path inside root is checked.
@@ -327,7 +333,7 @@ def load_hf_documents(
     configs = sorted({named[rel][0] for rel in files})
     if len(configs) > 1:
         raise ValueError(f"config: split {split!r} exists in several configs, choose one of {configs}")
-    columns = text_columns + ([label_column] if label_column else [])
+    columns = text_columns + ([label_column] if label_column else []) + ([group_column] if group_column else [])
     docs: list[Document] = []
     for rel in files:
         pf = pq.ParquetFile(root / rel)
@@ -341,7 +347,8 @@ def load_hf_documents(
         for batch in pf.iter_batches(columns=columns):
             texts = _joined(batch.column(c).to_pylist() for c in text_columns)
             labels = batch.column(label_column).to_pylist() if label_column else [-1] * len(texts)
-            if _add_rows(docs, rel, row, texts, labels, max_docs):
+            groups = batch.column(group_column).to_pylist() if group_column else None
+            if _add_rows(docs, rel, row, texts, labels, max_docs, groups):
                 return docs
             row += len(texts)
     return docs
@@ -358,11 +365,14 @@ def _int_label(label, where: str) -> int:
     return int(label)
 
 
-def _add_rows(docs: list[Document], rel: str, first_row: int, texts: list, labels: list, max_docs: int | None) -> bool:
+def _add_rows(docs: list[Document], rel: str, first_row: int, texts: list, labels: list, max_docs: int | None,
+              groups: list | None = None) -> bool:
     """Append the non-empty rows of one file's batch (source "<rel>:<row>"); True once max_docs is reached."""
-    for row, (text, label) in enumerate(zip(texts, labels), start=first_row):
+    for i, (text, label) in enumerate(zip(texts, labels)):
+        row = first_row + i
         if text is not None and text.strip():
-            docs.append(Document(len(docs), f"{rel}:{row}", text, _int_label(label, f"{rel}:{row}")))
+            group = -1 if groups is None else _int_label(groups[i], f"{rel}:{row} (group column)")
+            docs.append(Document(len(docs), f"{rel}:{row}", text, _int_label(label, f"{rel}:{row}"), group))
             if max_docs is not None and len(docs) >= max_docs:
                 return True
     return False

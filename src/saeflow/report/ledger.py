@@ -13,6 +13,7 @@ Headlines (one per eval node and layer and dictionary):
     autointerp  detection             own-explanation detection accuracy of the first method, two-level bootstrap
     circuit     circuit_gap@K         circuit minus random same-size sets at the smallest K, paired bootstrap
     steer       steering_effect       the latent's effect at its chosen alpha, paired bootstrap
+    saebench    saebench_sae_top_1    SAEBench's sae_top_1_test_accuracy of a task, bootstrap over its test items
 
 Verdict of a row against the reference ranges of the config (`ledger.references`: the coordinates a reference
 applies to, its eval and metric, `range: [lo, hi]` and its `source`), with [l, h] the row's CI and [a, b] the range:
@@ -32,7 +33,7 @@ import pandas as pd
 
 from saeflow.workflow import store
 
-EVALS = ("recon", "probe", "autointerp", "circuit", "steer")
+EVALS = ("recon", "probe", "autointerp", "circuit", "steer", "saebench")
 COLUMNS = ["id", "key", "date", "code_commit", "model", "hook", "kind", "d_sae", "k", "l0", "preset", "dataset_name",
            "dataset", "layer", "dictionary", "eval", "tokens", "seed", "device", "host", "wall_s", "peak_rss_mb",
            "metric", "value", "lo", "hi", "confidence", "verdict", "reference", "note"]
@@ -124,6 +125,19 @@ def headlines(step: str, path: Path, manifest: dict) -> list[dict]:
                  "value": d["effect"], "lo": d["effect_lo"], "hi": d["effect_hi"], "confidence": 0.95, "tokens": None,
                  "note": f"latent {d.get('latent')} at alpha {d['best_alpha']} (fluency {'ok' if d['fluency_ok'] else 'broken'});"
                          f" diff of means {dom.get('effect', float('nan')):+.3g}; {s['contrast'].get('kind', '')}"}]
+    if step == "saebench":
+        s = store.read_json(path / "summary.json")
+        rows = []
+        for r in s["results"]:
+            lo, hi = r["sae_top_1_ci"]
+            llm_lo, llm_hi = r["llm_top_1_ci"]
+            rows.append({"layer": r["layer"], "dictionary": r["dictionary"], "metric": "saebench_sae_top_1",
+                         "value": r["sae_top_1_test_accuracy"], "lo": lo, "hi": hi, "confidence": 0.95, "tokens": None,
+                         "note": f"task {s['task']} ({len(s['classes'])} classes, {s['train_size']}/{s['test_size']} "
+                                 f"items); llm_top_1 {r['llm_top_1_test_accuracy']:.3g} [{llm_lo:.3g}, {llm_hi:.3g}], "
+                                 f"sae_test_accuracy {r['sae_test_accuracy']:.3g}, llm_test_accuracy "
+                                 f"{r['llm_test_accuracy']:.3g}"})
+        return rows
     raise ValueError(f"no ledger headline for step {step!r}; ledger steps: {', '.join(EVALS)}")
 
 

@@ -48,6 +48,7 @@ PARQUET_CONFIGS = {
     "recon_per_sequence": ["recon/*/per_seq.parquet"],
     "probe": ["probe/probe.parquet"],
     "probe_correct": ["probe/correct.parquet"],
+    "saebench": ["saebench/*/saebench.parquet"],
     "compare": ["compare/compare.parquet", "compare_control/compare.parquet"],
     "circuit": ["circuit/circuit.parquet"],
     "ablation": ["circuit/ablation.parquet"],

@@ -493,13 +493,18 @@ def check_semantics(config: dict, workdir: Path | str | None = None) -> None:
                      f"4..{spec['doc_len'] + 1} (ctx_len <= doc_len + 1)")
     saes = [d for d, s in dicts.items() if s["kind"] not in TRANSCODER_KINDS]  # what probing and steering accept
     listed = sorted({d for p in config["presets"].values() for d in p["dictionaries"]})
+
+    def listed_saes(section: str) -> None:
+        """Every dictionary of `<section>.dictionaries` is an SAE (not a transcoder) that some preset lists."""
+        for dname in config[section]["dictionaries"]:
+            _require(dname in dicts and dicts[dname]["kind"] not in TRANSCODER_KINDS, f"{section}.dictionaries",
+                     f"{dname!r} must name an SAE dictionary; allowed values: {', '.join(saes)}")
+            _require(dname in listed, f"{section}.dictionaries",
+                     f"{dname!r} is not listed by any preset; allowed values: {', '.join(listed)}")
+
     if config.get("probe"):
         probe = config["probe"]
-        for dname in probe["dictionaries"]:
-            _require(dname in dicts and dicts[dname]["kind"] not in TRANSCODER_KINDS, "probe.dictionaries",
-                     f"{dname!r} must name an SAE dictionary; allowed values: {', '.join(saes)}")
-            _require(dname in listed, "probe.dictionaries",
-                     f"{dname!r} is not listed by any preset; allowed values: {', '.join(listed)}")
+        listed_saes("probe")
         # The probe job samples min(probe.n_train, windows.n_train) windows, while the key records the request.
         _require(probe["n_train"] <= win["n_train"], "probe.n_train",
                  f"{probe['n_train']} is more than windows.n_train={win['n_train']} (probe windows are drawn from the "
@@ -622,3 +627,33 @@ def check_semantics(config: dict, workdir: Path | str | None = None) -> None:
         for c, known in (("preset", config["presets"]), ("dataset", datasets), ("dictionary", dicts)):
             _require(ref.get(c) is None or ref[c] in known, f"{key}.{c}",
                      f"unknown {c} {ref.get(c)!r}; allowed values: {', '.join(known)}")
+    if config.get("saebench"):
+        sb = config["saebench"]
+        listed_saes("saebench")
+        for key in ("train_size", "test_size"):
+            _require(sb[key] % 2 == 0, f"saebench.{key}", f"{sb[key]} is odd; required: an even number (half of the "
+                     "items are the positive class)")
+        names = [t["name"] for t in sb["tasks"]]
+        _require(len(set(names)) == len(names), "saebench.tasks", f"task names {names} repeat; required: distinct names")
+        from saeflow.data.saebench_sets import CLASS_SETS
+
+        for i, t in enumerate(sb["tasks"]):
+            key = f"saebench.tasks.{i}"
+            if "dataset" in t:
+                spec = datasets.get(t["dataset"])
+                _require(spec is not None, f"{key}.dataset",
+                         f"unknown dataset {t['dataset']!r}; allowed values: {', '.join(datasets)}")
+                _require(spec["source"] != "hf" or bool(spec.get("label_column")), f"{key}.dataset",
+                         f"{t['dataset']!r} has no labels (label_column); required: a labelled dataset")
+                continue
+            _check_local_dir(f"{key}.local_dir", t.get("local_dir"), workdir)
+            _require(t["local_dir"] is not None or bool(re.fullmatch(r"[0-9a-f]{40}", t["revision"])), f"{key}.revision",
+                     f"{t['revision']!r} is not a pinned commit; required: 40 hex digits, or a local_dir")
+            _require(t["classes"] is not None or t["name"] in CLASS_SETS, f"{key}.classes",
+                     f"no class list for {t['name']!r}; allowed values: a list of labels, or a task named as one of "
+                     f"SAEBench's datasets ({', '.join(CLASS_SETS)})")
+            for pname, preset in config["presets"].items():
+                if preset["model"]["source"] == "embedded":
+                    _require(sb["context_length"] <= ctx_len, "saebench.context_length",
+                             f"{sb['context_length']} is longer than the embedded model of preset {pname!r} reads "
+                             f"(windows.ctx_len={ctx_len}); allowed values: 2..{ctx_len}")

@@ -550,6 +550,38 @@ def _add_feature_diffs(plan: Plan, config: dict, done: dict) -> None:
             plan.export(f"feature_diff__{a}__{b}__{ds}.png", node)
 
 
+def _add_saebench(plan: Plan, config: dict, pname: str, ds: str, preset: dict, lm: Node, win: Node, dicts: dict,
+                  labels: dict, device: str) -> dict[str, Node]:
+    """A `saebench` node per task of the (preset, dataset) (roles `saebench__<task>`): the tasks on this dataset, and
+    the Hugging Face tasks on the preset's first dataset's run; each over every layer and listed SAE."""
+    import re
+
+    from saeflow.data.saebench_sets import BALANCE_COLUMNS
+
+    sb = config.get("saebench")
+    probed = [d for d in (sb or {}).get("dictionaries", []) if d in preset["dictionaries"]]
+    if not probed:
+        return {}
+    out = {}
+    for task in sb["tasks"]:
+        if task.get("dataset", ds if ds == preset["datasets"][0] else None) != ds:
+            continue
+        layers = preset["layers"]
+        # SAEBench balances its two-column datasets by their second column whether or not the config names it
+        keyed = {**_keyed(task), "balance_column": task.get("balance_column") or BALANCE_COLUMNS.get(task["repo"])} \
+            if "repo" in task else task
+        params = {**{k: v for k, v in sb.items() if k not in ("dictionaries", "tasks")}, "task": keyed,
+                  "dictionaries": probed, "layers": layers, "device": device}
+        up = {"lm": lm, "tokenizer": plan.nodes[win.upstream["tokenizer"]],
+              **({"windows": win} if "dataset" in task else {}),
+              **{f"dict_L{L}_{d}": dicts[(L, d)] for L in layers for d in probed}}
+        inputs = {"hf": f"{task['repo']}@{task['revision']}"} if "repo" in task else None
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", task["name"])
+        out[f"saebench__{slug}"] = plan.add("saebench", params, up, {**labels, "task": task["name"]}, inputs,
+                                            device=device, runtime={"local_dir": task.get("local_dir")})
+    return out
+
+
 def _add_evals(plan: Plan, config: dict, pname: str, ds: str, preset: dict, lm: Node, win: Node, corpus: Node,
                dicts: dict, recons: dict, earlier: dict[str, Node], device: str, done: dict) -> dict[str, Node]:
     """Sparse probing, circuits, steering, head-to-head comparisons, activation autocorrelation and decoder
@@ -571,6 +603,7 @@ def _add_evals(plan: Plan, config: dict, pname: str, ds: str, preset: dict, lm: 
         up = {f"dict_L{L}_{d}": dicts[(L, d)] for L in layers for d in probed}
         evals["probe"] = plan.add("probe", {**pr, "layers": layers, "seed": config.get("seed", 0), "device": device},
                                   {"lm": lm, "windows": win, **up}, labels, device=device)
+    evals.update(_add_saebench(plan, config, pname, ds, preset, lm, win, dicts, labels, device))
     circ = config.get("circuit")
     if circ and circ["dictionary"] in preset["dictionaries"] and labelled:
         up = {f"dict_L{L}": dicts[(L, circ["dictionary"])] for L in layers}

@@ -80,6 +80,8 @@ STEPS: dict[str, Step] = {s.name: s for s in (
          mem_mb=8000, runtime=60, gpu=True, publish="autocorr"),
     Step("steer", "evals", "a latent's direction added over an alpha sweep vs diff-of-means and random controls",
          mem_mb=8000, runtime=120, gpu=True, publish="steer", ledger=True),
+    Step("saebench", "evals", "SAEBench's sparse probing of one task: balanced one-vs-rest probes of every class, SAE vs raw",
+         mem_mb=8000, runtime=60, gpu=True, publish="saebench", ledger=True),
     Step("circuit", "evals", "sparse feature-circuit faithfulness vs random latent sets, and its ablation vs seeded nulls",
          mem_mb=8000, runtime=60, gpu=True, publish="circuit", ledger=True),
     Step("compare", "evals", "head-to-head verdicts of two dictionaries: paired bootstrap of every shared headline",

@@ -93,3 +93,9 @@ def test_a_ledger_of_planted_artefacts(tmp_path):
         assert r.code_commit == "abc123def456" and r.date == "2026-12-06" and r.id.endswith(":p/d/L1/topk")
     md = ledger.markdown(df)
     assert md.count("\n| ") == 1 + 3 and "reproduced ([0.79, 0.81] a paper)" in md
+    # The rows without a reference (pandas >= 3 stores a string column's missing cells as NaN, in memory and read
+    # back from Parquet) name none, and no cell of the published table says "nan".
+    df.to_parquet(tmp_path / "ledger.parquet", index=False)
+    for d in (df, pd.read_parquet(tmp_path / "ledger.parquet")):
+        md = ledger.markdown(d)
+        assert "nan" not in md.lower() and md.count("| novel |") == 2, md

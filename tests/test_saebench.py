@@ -3,6 +3,7 @@ sizes SAEBench draws, planted classes found by the top-1 dim while noise stays a
 text beginnings tokenized as SAEBench does, and the masked mean over a right-padded batch equal to each text run
 alone (padding after a text changes nothing before it in a causal model)."""
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -36,8 +37,8 @@ def test_one_vs_rest_is_balanced_with_negatives_from_every_class():
 def planted(n, d, rng):
     """SAE features: class c lights dim c; raw features: noise."""
     sae = {c: rng.random((n, d)) * 0.1 for c in range(5)}
-    for c in sae:
-        sae[c][:, c] += 1.0
+    for c, x in sae.items():
+        x[:, c] += 1.0
     raw = {c: rng.normal(size=(n, d)) for c in range(5)}
     return {"sae": sae, "raw": raw}
 
@@ -98,3 +99,27 @@ def test_masked_mean_of_a_padded_batch_equals_each_text_alone():
         np.testing.assert_allclose(raw[hook][i], a.mean(0).numpy(), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(codes["d"][i], torch.relu(a.float() @ W).double().mean(0).numpy(), rtol=1e-4,
                                    atol=1e-6)
+
+
+def test_saebench_figure_draws_each_site_baseline_once(tmp_path, monkeypatch):
+    """One panel per (task, layer); dictionaries of one site share one raw curve, of different sites get one each."""
+    from saeflow.report import eval_figures
+
+    rows = []
+    for layer, raw_of in ((0, {"a": 0.6, "b": 0.6}), (2, {"a": 0.6, "b": 0.7})):
+        for d, raw in raw_of.items():
+            for i, k in enumerate(["1", "2", "5", "all"]):
+                rows.append({"task": "t", "layer": layer, "dictionary": d, "k": k, "acc_sae": 0.7 + 0.05 * i,
+                             "acc_raw": raw + 0.02 * i, "n_test": 200})
+    legends = []
+    real_save = eval_figures.save
+
+    def spy(fig, path):
+        legends.extend([t.get_text() for t in ax.get_legend().get_texts()] for ax in fig.axes if ax.get_visible())
+        real_save(fig, path)
+
+    monkeypatch.setattr(eval_figures, "save", spy)
+    path = tmp_path / "saebench.png"
+    eval_figures.saebench_figure(pd.DataFrame(rows), path, "SAEBench")
+    assert path.stat().st_size > 10_000
+    assert legends == [["a", "b", "raw"], ["a", "b", "raw (a)", "raw (b)"]]

@@ -73,7 +73,6 @@ with store.write_artefact(out, node) as art:
             # Wilson intervals over every class's test items (the mean of the classes' accuracies)
             n = g["n_test"].sum().unstack("representation")["sae"].to_numpy()
             means.append(m.assign(n_test=n, acc_sae=m["sae"], acc_raw=m["raw"]))
-        df = pd.concat(means, ignore_index=True)
-        df = df.assign(task=df["task"] + ", L" + df["layer"].astype(str) + " " + df["dictionary"])
-        eval_figures.probe_figure(df, art.path(f"saebench__{lab['preset']}__{lab['dataset']}.png"),
-                                  f"SAEBench sparse probing, mean over classes: {where}")
+        eval_figures.saebench_figure(pd.concat(means, ignore_index=True),
+                                     art.path(f"saebench__{lab['preset']}__{lab['dataset']}.png"),
+                                     f"SAEBench sparse probing, mean over classes: {where}")

@@ -15,8 +15,9 @@ FIGURES = {
                                      "mean entropy, the top-20 latents' mean, the token-vector entropy and log2 T.")),
     "probe": ("Evals", ("Sparse probing: test accuracy vs k of the SAE latents (solid) and the raw-activation baseline "
                        "(dashed), with Wilson intervals.")),
-    "saebench": ("Evals", ("SAEBench's sparse probing: accuracy vs k of balanced one-vs-rest probes on the top-k SAE "
-                           "latents (solid) and top-k raw dims (dashed), averaged over each task's classes.")),
+    "saebench": ("Evals", ("SAEBench's sparse probing, one panel per task and layer: accuracy vs k of balanced "
+                           "one-vs-rest probes on the top-k latents of each SAE (solid) and the top-k dims of the "
+                           "site's activations (black dashed, once per site), averaged over each task's classes.")),
     "circuit": ("Evals", ("Sparse feature circuits: accuracy vs K of each layer's circuit against random same-size sets "
                          "and all latents; the build-up over layers; each ablation against its seeded nulls.")),
     "steer": ("Evals", ("Steering: concept success, perplexity and logit margin vs alpha for the latent, the diff of "

@@ -1,4 +1,4 @@
-"""Figures of the other evals: sparse probing (accuracy vs k, SAE vs residual baseline), activation
+"""Figures of the other evals: sparse probing and SAEBench probing (accuracy vs k, SAE vs residual baseline), activation
 autocorrelation (median curve, 10-90% band, examples; autocorrelation length vs H_pos) and decoder geometry
 (cosine vs |dH|, permutation null). Each takes tidy tables and a path and writes the PNG atomically."""
 
@@ -49,6 +49,64 @@ def probe_figure(df_by_task, path, title: str) -> None:
     ax.set_title(title)
     # Below the axes: with several layers and dictionaries an inside legend hides the curves.
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+    save(fig, path)
+    plt.close(fig)
+
+
+def saebench_figure(df, path, title: str) -> None:
+    """SAEBench probing, one panel per (task, layer): accuracy (mean over classes) vs k, each dictionary's codes
+    solid in its own colour, the site's activations ("raw") dashed black, drawn once where the dictionaries of a
+    panel read the same site (identical raw accuracies) and once per dictionary otherwise; error bars are 95%
+    Wilson intervals from (acc, n_test). df: task, layer, dictionary, k, acc_sae, acc_raw, n_test. Saved
+    atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    need = {"task", "layer", "dictionary", "k", "acc_sae", "acc_raw", "n_test"}
+    if need - set(df.columns):
+        raise ValueError(f"df: missing columns {sorted(need - set(df.columns))}")
+    ks = sorted({str(k) for k in df["k"]}, key=lambda s: (s == "all", int(s) if s != "all" else 0))
+    pos = {k: i for i, k in enumerate(ks)}
+    panels = list(df.groupby(["task", "layer"], sort=True))
+    ncol = min(len(panels), 2)
+    nrow = -(-len(panels) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 3.6 * nrow + 0.6), squeeze=False, sharey=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    dicts = sorted(set(df["dictionary"]))
+    lowest = float(np.nanmin(df[["acc_sae", "acc_raw"]].to_numpy(dtype=float)))
+
+    def curve(ax, g, which, **kw):
+        acc = g[which].to_numpy(dtype=float)
+        ci = np.array([wilson_interval(a, n) for a, n in zip(acc, g["n_test"])])
+        yerr = np.vstack([acc - ci[:, 0], ci[:, 1] - acc]).clip(min=0)
+        ax.errorbar(g["k"].map(pos).to_numpy(dtype=float) + kw.pop("dx"), acc, yerr=yerr, ms=4, capsize=3, **kw)
+
+    for ax, ((task, layer), p) in zip(axes.flat, panels):
+        p = p.assign(k=p["k"].astype(str))
+        raws = {}
+        for d, g in p.groupby("dictionary", sort=True):
+            g = g.sort_values("k", key=lambda s: s.map(pos))
+            curve(ax, g, "acc_sae", dx=-0.05, color=colors[dicts.index(d) % len(colors)], marker="o", label=d)
+            raws.setdefault(tuple(np.round(g["acc_raw"].to_numpy(dtype=float), 12)), []).append((d, g))
+        for shared in raws.values():
+            label = "raw" if len(raws) == 1 else f"raw ({', '.join(d for d, _ in shared)})"
+            curve(ax, shared[0][1], "acc_raw", dx=0.05, color="black", ls="--", marker="s", label=label)
+        ax.set_xticks(range(len(ks)), ks)
+        ax.set_title(f"{task}, layer {layer}", fontsize=10)
+        ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+        ax.set_ylim(min(0.4, lowest - 0.08), 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    for ax in axes[-1]:
+        ax.set_xlabel("k (probed dimensions)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test accuracy")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
     save(fig, path)
     plt.close(fig)
 

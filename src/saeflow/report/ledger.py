@@ -223,6 +223,10 @@ def markdown(df: pd.DataFrame) -> str:
     def fmt(v, spec="{:.3g}"):
         return "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else spec.format(v)
 
+    def text(v):
+        # pandas >= 3 reads a string column's missing cells back as NaN, not None
+        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+
     head = ["id", "date", "commit", "model", "hook", "kind", "d_sae", "k / L0", "dataset", "tokens", "device",
             "wall s", "result (95% CI)", "verdict", "note"]
     lines = ["# Results ledger", "",
@@ -231,9 +235,10 @@ def markdown(df: pd.DataFrame) -> str:
               "reference ranges (`ledger.references`): novel, reproduced, not reproduced, inconclusive."), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in df.itertuples():
-        cells = [r.id, r.date, r.code_commit or "", r.model, r.hook or "", r.kind or "", fmt(r.d_sae, "{:.0f}"),
-                 f"{fmt(r.k, '{:.0f}')} / {fmt(r.l0)}", r.dataset, fmt(r.tokens, "{:.0f}"), f"{r.device} ({r.host})",
-                 fmt(r.wall_s, "{:.1f}"), f"{r.metric} = {fmt(r.value)} [{fmt(r.lo)}, {fmt(r.hi)}]",
-                 r.verdict + (f" ({r.reference})" if r.reference else ""), r.note]
+        cells = [r.id, r.date, text(r.code_commit), r.model, text(r.hook), text(r.kind), fmt(r.d_sae, "{:.0f}"),
+                 f"{fmt(r.k, '{:.0f}')} / {fmt(r.l0)}", r.dataset, fmt(r.tokens, "{:.0f}"),
+                 text(r.device) + (f" ({text(r.host)})" if text(r.host) else ""), fmt(r.wall_s, "{:.1f}"),
+                 f"{r.metric} = {fmt(r.value)} [{fmt(r.lo)}, {fmt(r.hi)}]",
+                 r.verdict + (f" ({text(r.reference)})" if text(r.reference) else ""), text(r.note)]
         lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
     return "\n".join(lines) + "\n"

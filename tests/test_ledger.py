@@ -1,12 +1,12 @@
 """The results ledger (saeflow.report.ledger): the verdict rule at its boundaries, references matched by the
-coordinates they name, the Wilson interval against scipy's binomial-test interval, and a ledger built from planted
+coordinates they name, and a ledger built from planted
 artefacts (a recon, a probe and an autointerp node with their dictionary) whose rows carry the headlines, the
 measured L0 and the provenance of their manifests."""
-import math
 
 import pandas as pd
 import pytest
 
+from saeflow.evals.probe import wilson_interval
 from saeflow.report import ledger
 from saeflow.workflow import store
 
@@ -32,15 +32,6 @@ def test_references_match_the_coordinates_they_name():
     assert ledger.reference_for(row, refs)["source"] == "L12"
     assert ledger.reference_for({**row, "layer": 5}, refs)["source"] == "L5"
     assert ledger.reference_for({**row, "eval": "steer", "metric": "steering_effect"}, refs) is None
-
-
-def test_wilson_interval_matches_scipy():
-    from scipy.stats import binomtest
-
-    for k, n in ((7, 10), (70, 70), (0, 12), (300, 500)):
-        ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-        assert ledger.wilson(k / n, n) == pytest.approx((ci.low, ci.high), abs=1e-9)
-    assert all(math.isnan(v) for v in ledger.wilson(0.5, 0))
 
 
 def _artefact(root, step, key, labels, params, files, **extra):
@@ -86,7 +77,7 @@ def test_a_ledger_of_planted_artefacts(tmp_path):
     assert by.loc["recon", "value"] == 0.8 and by.loc["recon", "verdict"] == "reproduced"
     assert by.loc["recon", "reference"] == "[0.79, 0.81] a paper" and by.loc["recon", "tokens"] == 8000
     assert by.loc["probe", "metric"] == "probe_top1_acc" and by.loc["probe", "value"] == 0.7
-    assert by.loc["probe", "lo"] == pytest.approx(ledger.wilson(0.7, 70)[0]) and by.loc["probe", "verdict"] == "novel"
+    assert by.loc["probe", "lo"] == pytest.approx(wilson_interval(0.7, 70)[0]) and by.loc["probe", "verdict"] == "novel"
     assert by.loc["autointerp", "value"] == 0.6 and "shuffled explanations +0.1" in by.loc["autointerp", "note"]
     for r in df.itertuples():   # the dictionary's provenance and the recon node's measured L0 on every row
         assert (r.d_sae, r.k, r.l0, r.hook, r.seed) == (512, 32, 31.5, "blocks.1.hook_resid_post", 3)

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -138,3 +140,12 @@ def test_probe_figure(tmp_path):
     assert list(tmp_path.iterdir()) == [path]
     lo, hi = probe.wilson_interval(0.9, 100)
     assert lo < 0.9 < hi and 0 <= lo and hi <= 1
+
+
+def test_wilson_interval_matches_scipy():
+    from scipy.stats import binomtest
+
+    for k, n in ((7, 10), (70, 70), (0, 12), (300, 500)):
+        ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+        assert probe.wilson_interval(k / n, n) == pytest.approx((ci.low, ci.high), abs=1e-9)
+    assert all(math.isnan(v) for v in probe.wilson_interval(0.5, 0))

@@ -158,11 +158,11 @@ def ledger_command(plan: Plan, workdir: Path, out_dir: str | None, out=sys.stdou
     """`saeflow ledger`: the ledger node's rows (saeflow.report.ledger) computed from the eval artefacts of the plan
     that are complete in the store, whether or not the ledger node ran; the ones missing are counted on stderr."""
     from saeflow.report import ledger
+    from saeflow.workflow.steps import LEDGER
 
     nodes = [n for n in plan.nodes.values() if n.step == "ledger"]
     if not nodes:
-        print("error: the plan has no eval node with a ledger headline (recon, probe, autointerp, circuit, steer)",
-              file=sys.stderr)
+        print(f"error: the plan has no eval node with a ledger headline ({', '.join(LEDGER)})", file=sys.stderr)
         return 2
     node = nodes[0]
     present = {role: workdir / plan.nodes[k].path for role, k in node.upstream.items()

@@ -14,6 +14,20 @@ from saeflow.evals.probe import wilson_interval
 from saeflow.report.plotting import save
 
 
+def _k_positions(ks_column) -> tuple[list[str], dict[str, int]]:
+    """The categorical x axis of accuracy-vs-k figures: the ks in increasing order, then "all"."""
+    ks = sorted({str(k) for k in ks_column}, key=lambda s: (s == "all", int(s) if s != "all" else 0))
+    return ks, {k: i for i, k in enumerate(ks)}
+
+
+def _accuracy_errorbar(ax, x, acc, n_test, **kw) -> None:
+    """Accuracies at x with their 95% Wilson intervals from (acc, n_test) as error bars."""
+    acc = np.asarray(acc, dtype=float)
+    ci = np.array([wilson_interval(a, n) for a, n in zip(acc, n_test)])
+    yerr = np.vstack([acc - ci[:, 0], ci[:, 1] - acc]).clip(min=0)
+    ax.errorbar(x, acc, yerr=yerr, ms=4, capsize=3, **kw)
+
+
 def probe_figure(df_by_task, path, title: str) -> None:
     """Accuracy vs k (categorical x: ks then "all") per task: SAE solid, raw baseline dashed, same colour per
     task; error bars are 95% Wilson intervals of each accuracy from (acc, n_test). Saved atomically."""
@@ -25,8 +39,7 @@ def probe_figure(df_by_task, path, title: str) -> None:
     need = {"task", "k", "acc_sae", "acc_raw", "n_test"}
     if need - set(df_by_task.columns):
         raise ValueError(f"df_by_task: missing columns {sorted(need - set(df_by_task.columns))}")
-    ks = sorted({str(k) for k in df_by_task["k"]}, key=lambda s: (s == "all", int(s) if s != "all" else 0))
-    pos = {k: i for i, k in enumerate(ks)}
+    ks, pos = _k_positions(df_by_task["k"])
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (task, g) in enumerate(df_by_task.groupby("task", sort=True)):
@@ -34,11 +47,8 @@ def probe_figure(df_by_task, path, title: str) -> None:
         x = g["k"].map(pos).to_numpy(dtype=float)
         col = colors[i % len(colors)]
         for which, ls, dx, lab in (("acc_sae", "-", -0.04, "SAE"), ("acc_raw", "--", 0.04, "raw")):
-            acc = g[which].to_numpy(dtype=float)
-            ci = np.array([wilson_interval(a, n) for a, n in zip(acc, g["n_test"])])
-            yerr = np.vstack([acc - ci[:, 0], ci[:, 1] - acc]).clip(min=0)
-            ax.errorbar(x + dx, acc, yerr=yerr, color=col, ls=ls, marker="o" if which == "acc_sae" else "s",
-                        ms=4, capsize=3, label=f"{task} ({lab})")
+            _accuracy_errorbar(ax, x + dx, g[which], g["n_test"], color=col, ls=ls,
+                               marker="o" if which == "acc_sae" else "s", label=f"{task} ({lab})")
     ax.set_xticks(range(len(ks)), ks)
     ax.set_xlabel("k (probed dimensions)")
     ax.set_ylabel("test accuracy")
@@ -67,8 +77,7 @@ def saebench_figure(df, path, title: str) -> None:
     need = {"task", "layer", "dictionary", "k", "acc_sae", "acc_raw", "n_test"}
     if need - set(df.columns):
         raise ValueError(f"df: missing columns {sorted(need - set(df.columns))}")
-    ks = sorted({str(k) for k in df["k"]}, key=lambda s: (s == "all", int(s) if s != "all" else 0))
-    pos = {k: i for i, k in enumerate(ks)}
+    ks, pos = _k_positions(df["k"])
     panels = list(df.groupby(["task", "layer"], sort=True))
     ncol = min(len(panels), 2)
     nrow = -(-len(panels) // ncol)
@@ -77,11 +86,8 @@ def saebench_figure(df, path, title: str) -> None:
     dicts = sorted(set(df["dictionary"]))
     lowest = float(np.nanmin(df[["acc_sae", "acc_raw"]].to_numpy(dtype=float)))
 
-    def curve(ax, g, which, **kw):
-        acc = g[which].to_numpy(dtype=float)
-        ci = np.array([wilson_interval(a, n) for a, n in zip(acc, g["n_test"])])
-        yerr = np.vstack([acc - ci[:, 0], ci[:, 1] - acc]).clip(min=0)
-        ax.errorbar(g["k"].map(pos).to_numpy(dtype=float) + kw.pop("dx"), acc, yerr=yerr, ms=4, capsize=3, **kw)
+    def curve(ax, g, which, dx, **kw):
+        _accuracy_errorbar(ax, g["k"].map(pos).to_numpy(dtype=float) + dx, g[which], g["n_test"], **kw)
 
     for ax, ((task, layer), p) in zip(axes.flat, panels):
         p = p.assign(k=p["k"].astype(str))

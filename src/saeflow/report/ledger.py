@@ -31,9 +31,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from saeflow.evals.probe import wilson_interval
 from saeflow.workflow import store
+from saeflow.workflow.steps import LEDGER
 
-EVALS = ("recon", "probe", "autointerp", "circuit", "steer", "saebench")
 COLUMNS = ["id", "key", "date", "code_commit", "model", "hook", "kind", "d_sae", "k", "l0", "preset", "dataset_name",
            "dataset", "layer", "dictionary", "eval", "tokens", "seed", "device", "host", "wall_s", "peak_rss_mb",
            "metric", "value", "lo", "hi", "confidence", "verdict", "reference", "note"]
@@ -61,15 +62,6 @@ def reference_for(row: dict, references: list[dict]) -> dict | None:
     return None
 
 
-def wilson(p: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """The Wilson score interval of a proportion p on n items (95% by default)."""
-    if n <= 0:
-        return float("nan"), float("nan")
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
-
-
 def headlines(step: str, path: Path, manifest: dict) -> list[dict]:
     """[{layer, dictionary, metric, value, lo, hi, confidence, tokens, note}] of one eval artefact (module docstring)."""
     lab = manifest["labels"]
@@ -84,7 +76,7 @@ def headlines(step: str, path: Path, manifest: dict) -> list[dict]:
         t = pd.read_parquet(path / "probe.parquet")
         rows = []
         for r in t[t["k"].astype(str) == "1"].itertuples():
-            lo, hi = wilson(float(r.acc_sae), int(r.n_test))
+            lo, hi = wilson_interval(float(r.acc_sae), int(r.n_test))
             rows.append({"layer": int(r.layer), "dictionary": r.dictionary, "metric": "probe_top1_acc",
                          "value": float(r.acc_sae), "lo": lo, "hi": hi, "confidence": 0.95, "tokens": None,
                          "note": f"{r.task}; raw top-1 {r.acc_raw:.3g}, SAE - raw {r.diff:+.3g} "
@@ -138,7 +130,7 @@ def headlines(step: str, path: Path, manifest: dict) -> list[dict]:
                                  f"sae_test_accuracy {r['sae_test_accuracy']:.3g}, llm_test_accuracy "
                                  f"{r['llm_test_accuracy']:.3g}"})
         return rows
-    raise ValueError(f"no ledger headline for step {step!r}; ledger steps: {', '.join(EVALS)}")
+    raise ValueError(f"no ledger headline for step {step!r}; ledger steps: {', '.join(LEDGER)}")
 
 
 def ledger_rows(evals: dict[str, Path], dicts: dict[str, Path], config: dict, references: list[dict]) -> pd.DataFrame:

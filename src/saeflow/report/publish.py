@@ -221,13 +221,18 @@ def published_runs(data_root: Path | str) -> list[dict]:
     return runs
 
 
-def config_of(dest: str) -> str | None:
-    """The viewer config whose pattern matches a published file (None: not a table of any config). fnmatch's *
-    also matches "/", so a pattern matches only files of its own depth."""
+def _matches(dest: str, pattern: str) -> bool:
+    """Whether a published file (its path in the run) matches a config's pattern. fnmatch's * also matches "/", so a
+    pattern matches only files of its own depth."""
     from fnmatch import fnmatch
 
+    return fnmatch(dest, pattern) and dest.count("/") == pattern.count("/")
+
+
+def config_of(dest: str) -> str | None:
+    """The viewer config whose pattern matches a published file (None: not a table of any config)."""
     for name, patterns in PARQUET_CONFIGS.items():
-        if any(fnmatch(dest, q) and dest.count("/") == q.count("/") for q in patterns):
+        if any(_matches(dest, q) for q in patterns):
             return name
     return None
 
@@ -235,12 +240,10 @@ def config_of(dest: str) -> str | None:
 def parquet_configs(runs: list[dict]) -> list[dict]:
     """Dataset-viewer `configs:` entries: for each config, its patterns under every run (``runs``: preset, dataset,
     timestamp and `dests`, the run's published files) that has a matching table; configs without any are left out."""
-    from fnmatch import fnmatch
-
     out = []
     for name, patterns in PARQUET_CONFIGS.items():
         paths = [f"data/{r['preset']}/{r['dataset']}/{r['timestamp']}/{q}" for r in runs for q in patterns
-                 if any(fnmatch(d, q) and d.count("/") == q.count("/") for d in r["dests"])]
+                 if any(_matches(d, q) for d in r["dests"])]
         if paths:
             out.append({"config_name": name, "data_files": [{"split": "train", "path": paths if len(paths) > 1 else paths[0]}]})
     return out
